@@ -1,0 +1,76 @@
+"""The systemd notify protocol (``sd_notify(3)``) in pure Python.
+
+A unit with ``Type=notify`` gets ``$NOTIFY_SOCKET``: a datagram socket (a path, or an abstract
+name starting with ``@``) to which the service sends newline-separated ``KEY=VALUE`` lines.
+Outside systemd the variable is unset and every call here is a cheap no-op, so the worker can
+call these unconditionally.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+_lock = threading.Lock()
+_sock: socket.socket | None = None
+
+
+def _address() -> str | None:
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return None
+    if address.startswith("@"):
+        # Abstract namespace socket: the leading '@' stands for a NUL byte.
+        return "\0" + address[1:]
+    return address
+
+
+def notify(*lines: str) -> bool:
+    """Send ``lines`` (``"READY=1"``, ``"STATUS=..."``) to systemd. True if a message was sent."""
+    global _sock
+    address = _address()
+    if address is None or not lines:
+        return False
+    payload = "\n".join(lines).encode()
+    with _lock:
+        try:
+            if _sock is None:
+                _sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            _sock.sendto(payload, address)
+        except OSError:
+            # systemd gone or socket closed: notification is best effort by design.
+            return False
+    return True
+
+
+def ready(status: str | None = None) -> bool:
+    """Tell systemd start-up is complete (``READY=1``), with an optional status line."""
+    return notify("READY=1", *([f"STATUS={status}"] if status else []), f"MAINPID={os.getpid()}")
+
+
+def watchdog() -> bool:
+    """Ping the watchdog. Call only from real progress of the main loop."""
+    return notify("WATCHDOG=1")
+
+
+def status(text: str) -> bool:
+    """Set the one-line status shown by ``systemctl status``."""
+    return notify(f"STATUS={text}")
+
+
+def stopping(status: str | None = None) -> bool:
+    """Tell systemd the service is shutting down (``STOPPING=1``)."""
+    return notify("STOPPING=1", *([f"STATUS={status}"] if status else []))
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between pings systemd expects (half of ``WatchdogSec=``), or None if disabled."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return int(usec) / 1_000_000 / 2
+    except ValueError:
+        return None
