@@ -109,6 +109,11 @@ class JournalHandler(logging.Handler):
         extra_fields: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(level)
+        if not os.path.exists(socket_path):
+            raise FileNotFoundError(
+                f"journald socket {socket_path} does not exist: journald is not running here. "
+                "Log to stderr instead (django_ray.journald.make_handler() chooses for you)."
+            )
         self.socket_path = socket_path
         self.identifier = identifier or os.path.basename(sys.argv[0] or "python") or "python"
         self.extra_fields = dict(extra_fields or {})
@@ -190,6 +195,10 @@ class JournalHandler(logging.Handler):
                 self._sock.close()
                 self._sock = None
         super().close()
+
+
+#: Alias kept for callers that use systemd-python's spelling.
+JournaldHandler = JournalHandler
 
 
 class ReadableFormatter(logging.Formatter):

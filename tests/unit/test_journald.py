@@ -138,10 +138,17 @@ def test_oversized_message_goes_through_a_sealed_memfd(
     assert fields["TASK_ID"] == [b"huge"]
 
 
-def test_missing_socket_is_reported_not_raised(
+def test_missing_socket_is_refused_then_reported_not_raised(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    handler = JournalHandler(socket_path=str(tmp_path / "absent.sock"))
+    path = tmp_path / "journal.sock"
+    with pytest.raises(FileNotFoundError, match="journald is not running"):
+        JournalHandler(socket_path=str(path))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    handler = JournalHandler(socket_path=str(path))
+    sock.close()
+    path.unlink()  # journald went away after the handler was made
     logger = _logger(handler)
     logger.info("nobody listens")  # must not raise into the caller
     assert "--- Logging error ---" in capsys.readouterr().err  # logging's own error report
