@@ -108,7 +108,9 @@ def molecule_layer(lab: nspawn.Lab, pubkey: Path) -> Path:
     os.chmod(sbin / "policy-rc.d", 0o755)
     sshd = layer / "etc/ssh/sshd_config.d"
     sshd.mkdir(parents=True)
-    (sshd / "lab.conf").write_text("PermitRootLogin prohibit-password\nUseDNS no\nMaxStartups 100\n")
+    (sshd / "lab.conf").write_text(
+        "PermitRootLogin prohibit-password\nUseDNS no\nMaxStartups 100\n"
+    )
     return layer
 
 
@@ -165,7 +167,9 @@ def _veth(host: nspawn.Host) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("check", help="exit 0 if containers can boot here, else print why and exit 3")
     p_up = sub.add_parser("up")
