@@ -134,18 +134,18 @@ class Worker:
             float(self.conf.WORKER_LEASE_SECONDS),
             self.using,
         )
+        self.lease.start()
+        if self.listener.supported:
+            self.listener.start()
         worker_metrics.set_worker_info(
             self.worker_id, self.runner.name, queues, self.runner.concurrency
         )
         try:
             port = worker_metrics.start_exporter()
             if port is not None:
-                logger.info("worker metrics on :%s/metrics", port)
+                logger.info("worker metrics on port %s", port, extra={"worker_id": self.worker_id})
         except OSError as exc:
-            logger.error("%s (continuing without the worker exporter)", exc.strerror)
-        self.lease.start()
-        if self.listener.supported:
-            self.listener.start()
+            logger.error("%s", exc, extra={"worker_id": self.worker_id})
         logger.info(
             "worker starting worker_id=%s queues=%s runner=%s concurrency=%s",
             self.worker_id,
@@ -158,13 +158,14 @@ class Worker:
         try:
             self.runner.start()
         except RunnerUnavailable as exc:
+            worker_metrics.set_ray_connected(False)
             logger.error("%s", exc, extra={"worker_id": self.worker_id})
             self._stop_threads()
             transitions.release_lease(self.worker_id, self.using)
             return EXIT_STARTUP_FAILED
         # ray.init() installs its own SIGTERM handler (it exits at once); ours must win.
         self.shutdown.install(self.wake)
-        worker_metrics.set_ray_connected(self.runner.healthy())
+        worker_metrics.set_ray_connected(True)
         sdnotify.ready(self._status_line())
         logger.info(
             "worker ready worker_id=%s queues=%s",
@@ -188,11 +189,11 @@ class Worker:
         while not self.shutdown.requested:
             faults.maybe_hang()
             if self.lease.lost.is_set():
+                worker_metrics.record_lease_lost()
                 logger.error(
                     "stopping: lease lost, rows may have been recovered by another worker",
                     extra={"worker_id": self.worker_id},
                 )
-                worker_metrics.record_lease_lost()
                 self.runner.interrupt_all()
                 return EXIT_LEASE_LOST
             progressed = self.iterate()
@@ -235,11 +236,11 @@ class Worker:
                 self._recover()
                 self._last_recovery = now
             self._claim()
+            worker_metrics.set_in_flight(len(self.runner.in_flight_ids()))
             if not self.runner.in_flight_ids() and not self._more_work:
                 # Idle: sleep until NOTIFY (or the fallback poll) wakes us.
                 self.wake.wait(self._idle_wait())
             self._db_ok = True
-            worker_metrics.set_in_flight(len(self.runner.in_flight_ids()))
             worker_metrics.record_loop_iteration()
             return True
         except (DatabaseError, InterfaceError) as exc:
@@ -280,8 +281,8 @@ class Worker:
             exc,
             extra={"worker_id": self.worker_id},
         )
-        lost = mark()
         worker_metrics.set_ray_connected(False)
+        lost = mark()
         self._reconnect_runner()
         return lost
 
@@ -481,16 +482,17 @@ class Worker:
     def _stop_threads(self) -> None:
         self.lease.stop()
         self.listener.stop()
+        worker_metrics.stop_exporter()
 
 
 def _metric_outcome(outcome: Outcome, state: str) -> str:
-    """The bounded ``outcome`` label of ``django_ray_worker_tasks_completed_total``."""
-    if outcome.kind is OutcomeKind.INTERRUPTED:
-        return "interrupted"
+    """The ``outcome`` label of ``django_ray_worker_tasks_completed_total`` for a recorded row."""
     if state == "SUCCEEDED":
         return "succeeded"
     if state == "CANCELLED":
         return "cancelled"
-    if state == "QUEUED":
-        return "retried"
-    return "lost" if outcome.kind is OutcomeKind.LOST else "failed"
+    if outcome.kind is OutcomeKind.INTERRUPTED:
+        return "interrupted"
+    if outcome.kind is OutcomeKind.LOST:
+        return "lost"
+    return "retried" if state == "QUEUED" else "failed"
