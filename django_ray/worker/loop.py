@@ -144,7 +144,7 @@ class Worker:
             port = worker_metrics.start_exporter()
             if port is not None:
                 logger.info("worker metrics on port %s", port, extra={"worker_id": self.worker_id})
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             logger.error("%s", exc, extra={"worker_id": self.worker_id})
         logger.info(
             "worker starting worker_id=%s queues=%s runner=%s concurrency=%s",
