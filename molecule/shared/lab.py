@@ -154,6 +154,10 @@ def down(name: str) -> None:
     except nspawn.LabError:
         lab = None
     if lab is not None:
+        # Test hosts hold nothing worth an orderly shutdown (that waits for every unit's stop
+        # timeout): power them off hard, then let the library unmount and clean up.
+        for host in lab.hosts:
+            nspawn.kill_host(host)
         lab.down()
     bridge = f"br-{name}"
     if Path(f"/sys/class/net/{bridge}").exists():
