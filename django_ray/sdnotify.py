@@ -12,6 +12,10 @@ import os
 import socket
 import threading
 
+#: Seconds a send may block when systemd is not reading its socket (the queue is full).
+#: A dropped ping is better than a worker stuck in ``sendto`` (which the watchdog would kill).
+SEND_TIMEOUT = 2.0
+
 _lock = threading.Lock()
 _sock: socket.socket | None = None
 
@@ -26,27 +30,38 @@ def _address() -> str | None:
     return address
 
 
+def _one_line(text: str) -> str:
+    """Status text on one line: a newline would start a new ``KEY=VALUE`` assignment."""
+    return " ".join(text.splitlines()).strip()
+
+
 def notify(*lines: str) -> bool:
     """Send ``lines`` (``"READY=1"``, ``"STATUS=..."``) to systemd. True if a message was sent."""
     global _sock
     address = _address()
     if address is None or not lines:
         return False
+    bad = [line for line in lines if "=" not in line or "\n" in line]
+    if bad:
+        raise ValueError(f"sd_notify lines must be single KEY=VALUE assignments, got {bad!r}")
     payload = "\n".join(lines).encode()
     with _lock:
         try:
             if _sock is None:
                 _sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            _sock.settimeout(SEND_TIMEOUT)
             _sock.sendto(payload, address)
-        except OSError:
-            # systemd gone or socket closed: notification is best effort by design.
+        except OSError:  # includes TimeoutError
+            # systemd gone, socket closed or not read: notification is best effort by design.
             return False
     return True
 
 
 def ready(status: str | None = None) -> bool:
     """Tell systemd start-up is complete (``READY=1``), with an optional status line."""
-    return notify("READY=1", *([f"STATUS={status}"] if status else []), f"MAINPID={os.getpid()}")
+    return notify(
+        "READY=1", *([f"STATUS={_one_line(status)}"] if status else []), f"MAINPID={os.getpid()}"
+    )
 
 
 def watchdog() -> bool:
@@ -56,12 +71,12 @@ def watchdog() -> bool:
 
 def status(text: str) -> bool:
     """Set the one-line status shown by ``systemctl status``."""
-    return notify(f"STATUS={text}")
+    return notify(f"STATUS={_one_line(text)}")
 
 
 def stopping(status: str | None = None) -> bool:
     """Tell systemd the service is shutting down (``STOPPING=1``)."""
-    return notify("STOPPING=1", *([f"STATUS={status}"] if status else []))
+    return notify("STOPPING=1", *([f"STATUS={_one_line(status)}"] if status else []))
 
 
 def watchdog_interval() -> float | None:
@@ -71,6 +86,7 @@ def watchdog_interval() -> float | None:
     if not usec or (pid and pid != str(os.getpid())):
         return None
     try:
-        return int(usec) / 1_000_000 / 2
+        value = int(usec)
     except ValueError:
         return None
+    return value / 1_000_000 / 2 if value > 0 else None

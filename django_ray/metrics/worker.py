@@ -1,0 +1,218 @@
+"""The worker process's own Prometheus exporter (``WORKER_METRICS_PORT``).
+
+The worker loop calls the module-level functions below (``record_claimed``, ``record_started``,
+``record_finished``, ``set_in_flight``, ``set_ray_connected``, ``record_loop_iteration`` ...);
+they update a process-wide :class:`WorkerMetrics` whose registry :func:`start_exporter` serves
+over HTTP. Recording is cheap and always on; the HTTP server runs only when a port is set.
+
+=========================================================  =========  ==========================
+metric                                                     type       labels
+=========================================================  =========  ==========================
+``django_ray_worker_info``                                 gauge (1)  worker_id, runner, queues
+``django_ray_worker_concurrency``                          gauge
+``django_ray_worker_tasks_claimed_total``                  counter    queue
+``django_ray_worker_claim_batches_total``                  counter
+``django_ray_worker_tasks_completed_total``                counter    queue, outcome
+``django_ray_worker_task_duration_seconds``                histogram  queue
+``django_ray_worker_task_queue_wait_seconds``              histogram  queue
+``django_ray_worker_tasks_in_flight``                      gauge
+``django_ray_worker_ray_connected``                        gauge      (1 connected, 0 not)
+``django_ray_worker_ray_reconnects_total``                 counter
+``django_ray_worker_lease_losses_total``                   counter
+``django_ray_worker_loop_iterations_total``                counter
+``django_ray_worker_last_loop_success_timestamp_seconds``  gauge
+=========================================================  =========  ==========================
+
+``outcome`` is one of :data:`OUTCOMES`, so label sets stay bounded.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import start_http_server
+
+#: Outcomes of one attempt as the worker records them.
+OUTCOMES = ("succeeded", "failed", "retried", "lost", "cancelled", "interrupted")
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class WorkerMetrics:
+    """All metrics of one worker process, in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.info = Info("django_ray_worker", "Identity of this django_ray_worker.", registry=r)
+        self.concurrency = Gauge(
+            "django_ray_worker_concurrency", "Tasks this worker runs at once.", registry=r
+        )
+        self.claimed = Counter(
+            "django_ray_worker_tasks_claimed",
+            "Rows this worker claimed (QUEUED -> RUNNING).",
+            ["queue"],
+            registry=r,
+        )
+        self.claim_batches = Counter(
+            "django_ray_worker_claim_batches",
+            "Claim statements that returned at least one row.",
+            registry=r,
+        )
+        self.completed = Counter(
+            "django_ray_worker_tasks_completed",
+            "Attempts this worker finished, by outcome.",
+            ["queue", "outcome"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "django_ray_worker_task_duration_seconds",
+            "Run time of finished attempts (start to outcome).",
+            ["queue"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "django_ray_worker_task_queue_wait_seconds",
+            "Time from a row becoming due (run_after) to this worker starting it.",
+            ["queue"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "django_ray_worker_tasks_in_flight", "Attempts running on this worker now.", registry=r
+        )
+        self.ray_connected = Gauge(
+            "django_ray_worker_ray_connected",
+            "1 while the worker's runner is connected to Ray (or needs no Ray), else 0.",
+            registry=r,
+        )
+        self.ray_reconnects = Counter(
+            "django_ray_worker_ray_reconnects", "Reconnections to Ray after a loss.", registry=r
+        )
+        self.lease_losses = Counter(
+            "django_ray_worker_lease_losses",
+            "Times this worker found its lease taken over or expired.",
+            registry=r,
+        )
+        self.loop_iterations = Counter(
+            "django_ray_worker_loop_iterations",
+            "Completed iterations of the claim/run/record loop.",
+            registry=r,
+        )
+        self.last_loop_success = Gauge(
+            "django_ray_worker_last_loop_success_timestamp_seconds",
+            "Unix time of the last loop iteration that completed without error.",
+            registry=r,
+        )
+        self._server: Any = None
+        self.port: int | None = None
+
+
+_metrics = WorkerMetrics()
+_lock = threading.Lock()
+
+
+def metrics() -> WorkerMetrics:
+    """The process-wide :class:`WorkerMetrics`."""
+    return _metrics
+
+
+def start_exporter(port: int | None = None, addr: str = "0.0.0.0") -> int | None:
+    """Serve the worker's metrics on ``port`` (default ``WORKER_METRICS_PORT``).
+
+    ``None`` (the default setting) serves nothing; ``0`` picks a free port. Returns the bound
+    port, or None. Starting twice returns the port already bound.
+    """
+    if port is None:
+        from django_ray.conf import ray_settings
+
+        port = ray_settings().WORKER_METRICS_PORT
+    if port is None:
+        return None
+    with _lock:
+        if _metrics._server is not None:
+            return _metrics.port
+        try:
+            server, _thread = start_http_server(port, addr=addr, registry=_metrics.registry)
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"cannot serve worker metrics on {addr}:{port}: {exc.strerror}. Set "
+                "DJANGO_RAY['WORKER_METRICS_PORT'] to a free port (or 0 for any, None for off).",
+            ) from exc
+        _metrics._server = server
+        _metrics.port = int(server.server_address[1])
+        return _metrics.port
+
+
+def stop_exporter() -> None:
+    """Stop the HTTP server started by :func:`start_exporter` (if any)."""
+    with _lock:
+        if _metrics._server is not None:
+            _metrics._server.shutdown()
+            _metrics._server.server_close()
+            _metrics._server = None
+            _metrics.port = None
+
+
+def set_worker_info(worker_id: str, runner: str, queues: str, concurrency: int) -> None:
+    """Record who this worker is (``django_ray_worker_info``) and its concurrency."""
+    _metrics.info.info({"worker_id": worker_id, "runner": runner, "queues": queues})
+    _metrics.concurrency.set(concurrency)
+
+
+def record_claimed(queue: str, count: int = 1) -> None:
+    """``count`` rows of ``queue`` were claimed."""
+    if count > 0:
+        _metrics.claimed.labels(queue=queue).inc(count)
+
+
+def record_claim_batch() -> None:
+    """One claim statement returned rows."""
+    _metrics.claim_batches.inc()
+
+
+def record_started(queue: str, wait_seconds: float) -> None:
+    """An attempt started ``wait_seconds`` after its row became due."""
+    _metrics.queue_wait.labels(queue=queue).observe(max(0.0, wait_seconds))
+
+
+def record_finished(queue: str, outcome: str, duration_seconds: float | None) -> None:
+    """An attempt finished with ``outcome`` (one of :data:`OUTCOMES`) after ``duration``."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}; use one of {', '.join(OUTCOMES)}")
+    _metrics.completed.labels(queue=queue, outcome=outcome).inc()
+    if duration_seconds is not None:
+        _metrics.duration.labels(queue=queue).observe(max(0.0, duration_seconds))
+
+
+def set_in_flight(count: int) -> None:
+    """Attempts running on this worker right now."""
+    _metrics.in_flight.set(count)
+
+
+def set_ray_connected(connected: bool) -> None:
+    """Whether the runner currently reaches Ray."""
+    _metrics.ray_connected.set(1 if connected else 0)
+
+
+def record_ray_reconnect() -> None:
+    """The runner reconnected to Ray after losing it."""
+    _metrics.ray_reconnects.inc()
+    _metrics.ray_connected.set(1)
+
+
+def record_lease_lost() -> None:
+    """The worker's lease was lost."""
+    _metrics.lease_losses.inc()
+
+
+def record_loop_iteration(now: float | None = None) -> None:
+    """One loop iteration completed without error."""
+    _metrics.loop_iterations.inc()
+    _metrics.last_loop_success.set(time.time() if now is None else now)

@@ -1,0 +1,1 @@
+"""Reusable systemd-nspawn test hosts (Debian 13) for packaging and molecule tests."""

@@ -1,0 +1,1 @@
+"""Packaging tests: notify protocol, unit files, and the .deb in a booted Debian 13 container."""
