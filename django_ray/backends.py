@@ -30,6 +30,7 @@ from django.tasks.signals import task_enqueued
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from django_ray.conf import ray_settings
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
 from django_ray.serialization import NotJSONSerializable, check_json
 
@@ -165,7 +166,11 @@ class RayTaskBackend(BaseTaskBackend):
     def _new_row(
         self, task: Task, args: list[Any], kwargs: dict[str, Any], now: datetime
     ) -> RayTaskExecution:
-        timeout = getattr(task, "timeout_seconds", None) or self.default_timeout
+        timeout = (
+            getattr(task, "timeout_seconds", None)
+            or self.default_timeout
+            or ray_settings().DEFAULT_TIMEOUT_SECONDS
+        )
         return RayTaskExecution(
             task_id=uuid.uuid4().hex,
             callable_path=task.module_path,

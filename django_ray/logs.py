@@ -22,7 +22,7 @@ def configure_worker_logging(verbosity: int = 1) -> None:
         try:
             from django_ray.journald import JournaldHandler
 
-            handler = JournaldHandler()
+            handler = JournaldHandler(identifier="django-ray-worker")
         except Exception:  # journald socket missing: fall back to stderr (journald reads it)
             handler = None
     if handler is None:

@@ -64,6 +64,10 @@ class RayTaskExecution(models.Model):
 
     class Meta:
         db_table = "django_ray_raytaskexecution"
+        permissions = [
+            ("retry_raytaskexecution", "Can retry failed, lost or cancelled task executions"),
+            ("cancel_raytaskexecution", "Can cancel queued or running task executions"),
+        ]
         indexes = [
             # The claim: due QUEUED rows of a queue in priority then due-time order. Partial, so
             # the size of the finished history never slows it down.

@@ -8,6 +8,7 @@ connect to the same server instead of starting their own.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 from pathlib import Path
 
@@ -89,6 +90,9 @@ DJANGO_RAY = {
     "RAY_NUM_CPUS": 2,
     "RUNNER": "ray_core",
 }
+
+# Subprocess workers of a test can get extra DJANGO_RAY keys (JSON) through the environment.
+DJANGO_RAY.update(json.loads(os.environ.get("DJANGO_RAY_TEST_SETTINGS", "{}")))
 
 LOGGING = {
     "version": 1,

@@ -20,6 +20,7 @@ from django.db import DatabaseError, InterfaceError, connections
 
 from django_ray import sdnotify, transitions
 from django_ray.conf import ray_settings
+from django_ray.metrics import worker as worker_metrics
 from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
 from django_ray.results import store_if_oversized
 from django_ray.runners.base import Finished, Runner, RunnerUnavailable
@@ -136,6 +137,15 @@ class Worker:
         self.lease.start()
         if self.listener.supported:
             self.listener.start()
+        worker_metrics.set_worker_info(
+            self.worker_id, self.runner.name, queues, self.runner.concurrency
+        )
+        try:
+            port = worker_metrics.start_exporter()
+            if port is not None:
+                logger.info("worker metrics on port %s", port, extra={"worker_id": self.worker_id})
+        except (OSError, ValueError) as exc:
+            logger.error("%s", exc, extra={"worker_id": self.worker_id})
         logger.info(
             "worker starting worker_id=%s queues=%s runner=%s concurrency=%s",
             self.worker_id,
@@ -148,12 +158,14 @@ class Worker:
         try:
             self.runner.start()
         except RunnerUnavailable as exc:
+            worker_metrics.set_ray_connected(False)
             logger.error("%s", exc, extra={"worker_id": self.worker_id})
             self._stop_threads()
             transitions.release_lease(self.worker_id, self.using)
             return EXIT_STARTUP_FAILED
         # ray.init() installs its own SIGTERM handler (it exits at once); ours must win.
         self.shutdown.install(self.wake)
+        worker_metrics.set_ray_connected(True)
         sdnotify.ready(self._status_line())
         logger.info(
             "worker ready worker_id=%s queues=%s",
@@ -177,6 +189,7 @@ class Worker:
         while not self.shutdown.requested:
             faults.maybe_hang()
             if self.lease.lost.is_set():
+                worker_metrics.record_lease_lost()
                 logger.error(
                     "stopping: lease lost, rows may have been recovered by another worker",
                     extra={"worker_id": self.worker_id},
@@ -223,10 +236,12 @@ class Worker:
                 self._recover()
                 self._last_recovery = now
             self._claim()
+            worker_metrics.set_in_flight(len(self.runner.in_flight_ids()))
             if not self.runner.in_flight_ids() and not self._more_work:
                 # Idle: sleep until NOTIFY (or the fallback poll) wakes us.
                 self.wake.wait(self._idle_wait())
             self._db_ok = True
+            worker_metrics.record_loop_iteration()
             return True
         except (DatabaseError, InterfaceError) as exc:
             if self._db_ok:
@@ -266,6 +281,7 @@ class Worker:
             exc,
             extra={"worker_id": self.worker_id},
         )
+        worker_metrics.set_ray_connected(False)
         lost = mark()
         self._reconnect_runner()
         return lost
@@ -280,6 +296,7 @@ class Worker:
             try:
                 self.runner.start()
                 self.shutdown.install(self.wake)
+                worker_metrics.record_ray_reconnect()
                 logger.warning("reconnected to Ray", extra={"worker_id": self.worker_id})
                 return
             except RunnerUnavailable as exc:
@@ -308,7 +325,12 @@ class Worker:
         if not tasks:
             return
         self.stats.claimed += len(tasks)
+        worker_metrics.record_claim_batch()
         for task in tasks:
+            worker_metrics.record_claimed(task.queue_name)
+            worker_metrics.record_started(
+                task.queue_name, (task.started_at - task.run_after).total_seconds()
+            )
             self._log(logging.INFO, "claimed", task, "RUNNING")
         self.runner.submit(tasks)
 
@@ -336,6 +358,9 @@ class Worker:
             self._log_outcome(task, outcome, new_state, plan.delay)
 
     def _log_outcome(self, task: ClaimedTask, outcome: Outcome, state: str, delay: float) -> None:
+        worker_metrics.record_finished(
+            task.queue_name, _metric_outcome(outcome, state), outcome.duration_seconds
+        )
         duration = f" duration={outcome.duration_seconds:.3f}s" if outcome.duration_seconds else ""
         if state == "SUCCEEDED":
             self.stats.succeeded += 1
@@ -457,3 +482,17 @@ class Worker:
     def _stop_threads(self) -> None:
         self.lease.stop()
         self.listener.stop()
+        worker_metrics.stop_exporter()
+
+
+def _metric_outcome(outcome: Outcome, state: str) -> str:
+    """The ``outcome`` label of ``django_ray_worker_tasks_completed_total`` for a recorded row."""
+    if state == "SUCCEEDED":
+        return "succeeded"
+    if state == "CANCELLED":
+        return "cancelled"
+    if outcome.kind is OutcomeKind.INTERRUPTED:
+        return "interrupted"
+    if outcome.kind is OutcomeKind.LOST:
+        return "lost"
+    return "retried" if state == "QUEUED" else "failed"
