@@ -220,7 +220,7 @@ def run_workload(
             elif workload == "trickle":
                 res = runner.trickle(ctx, system, db, n, 0.02)
             else:
-                fill = "bulk" if system.has_bulk and system.family == "raw" else "loop"
+                fill = "bulk" if system.has_bulk else "loop"
                 res = runner.drain(ctx, system, db, task, n, workload, fill)
                 if workload == "noop" and system.family != "none" and res.get("done"):
                     keep = f"done_{system.family}"
@@ -251,7 +251,7 @@ def summary(res: dict[str, Any]) -> str:
         parts.append(f"RSS {res['peak_rss_mb']:,.0f} MB")
     if res.get("loop_calls_per_s"):
         parts.append(
-            f"enqueue {res['loop_calls_per_s']:,.0f}/s, ORM {res['orm_inserts_per_s']:,.0f}/s"
+            f"enqueue {res['loop_calls_per_s']:,.0f}/s, ORM {res.get('orm_inserts_per_s') or 0:,.0f}/s"
         )
     if res.get("bulk_tasks_per_s"):
         parts.append(f"bulk {res['bulk_tasks_per_s']:,.0f}/s")

@@ -24,55 +24,68 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def tree(root: int) -> list[psutil.Process]:
+def _stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after the command name (field 3 onwards), or None."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def _children_map() -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields is not None:
+                out.setdefault(int(fields[1]), []).append(int(entry))
+    return out
+
+
+def tree(root: int) -> list[int]:
     """``root`` and all its live descendants (empty when ``root`` is gone)."""
-    try:
-        proc = psutil.Process(root)
-        return [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
+    if _stat(root) is None:
         return []
+    children = _children_map()
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
 
 
-def _cpu_of(proc: psutil.Process) -> float:
-    try:
-        t = proc.cpu_times()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+def cpu_seconds_of(pid: int) -> float:
+    """Own CPU (utime + stime) plus reaped children's (cutime + cstime) of one process."""
+    fields = _stat(pid)
+    if fields is None:
         return 0.0
-    return t.user + t.system + t.children_user + t.children_system
+    # After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+    return sum(int(x) for x in fields[11:15]) / TICKS
 
 
-def _rss_of(proc: psutil.Process) -> int:
+def rss_bytes_of(pid: int) -> int:
     try:
-        return int(proc.memory_info().rss)
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
         return 0
 
 
 def tree_cpu_seconds(roots: list[int]) -> float:
     """CPU seconds (user + system, own + reaped children) of every process under ``roots``."""
-    seen: set[int] = set()
-    total = 0.0
-    for root in roots:
-        for proc in tree(root):
-            if proc.pid not in seen:
-                seen.add(proc.pid)
-                total += _cpu_of(proc)
-    return total
+    pids = {pid for root in roots for pid in tree(root)}
+    return sum(cpu_seconds_of(pid) for pid in pids)
 
 
 def tree_rss_bytes(roots: list[int]) -> int:
     """Summed RSS of every process under ``roots`` (shared pages count once per process)."""
-    seen: set[int] = set()
-    total = 0
-    for root in roots:
-        for proc in tree(root):
-            if proc.pid not in seen:
-                seen.add(proc.pid)
-                total += _rss_of(proc)
-    return total
+    pids = {pid for root in roots for pid in tree(root)}
+    return sum(rss_bytes_of(pid) for pid in pids)
 
 
 class CpuGroup:
@@ -164,17 +177,13 @@ class TreeMonitor:
         self._thread = threading.Thread(target=self._run, name="tree-monitor", daemon=True)
         self._thread.start()
 
-    def _pids(self) -> list[int]:
+    def _pids(self) -> set[int]:
         if self.group is not None and self.group.path is not None:
-            return self.group.pids()
-        return [p.pid for root in self.roots for p in tree(root)]
+            return set(self.group.pids())
+        return {pid for root in self.roots for pid in tree(root)}
 
     def rss(self) -> int:
-        total = 0
-        for pid in set(self._pids()):
-            with contextlib.suppress(psutil.Error):
-                total += int(psutil.Process(pid).memory_info().rss)
-        return total
+        return sum(rss_bytes_of(pid) for pid in self._pids())
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -205,31 +214,31 @@ class TreeMonitor:
             self._thread.join(timeout=5)
 
 
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
 def stop_tree(root: int, grace: float = 15.0) -> None:
     """SIGTERM ``root``, wait up to ``grace`` seconds, then SIGKILL it and every descendant.
 
     Descendants are collected before signalling: Ray's processes outlive a killed driver
     otherwise, and they would eat CPU during the next system's run.
     """
-    procs = tree(root)
-    if not procs:
+    pids = tree(root)
+    if not pids:
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(root, signal.SIGCONT)
         os.kill(root, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and procs[0].is_running():
-        try:
-            if procs[0].status() == psutil.STATUS_ZOMBIE:
-                break
-        except psutil.NoSuchProcess:
-            break
+    while time.monotonic() < deadline and alive(root):
         time.sleep(0.1)
-    # Late children too (started after we looked).
-    procs += [p for p in tree(root) if p.pid not in {q.pid for q in procs}]
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    psutil.wait_procs(procs, timeout=10)
+    pids += [pid for pid in tree(root) if pid not in pids]  # late children too
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+        time.sleep(0.05)

@@ -7,8 +7,9 @@ system's public Django Tasks API and prints one JSON line with what it measured.
 - ``bulk``: the system's many-at-once API, when it has one (ours: see :func:`_bulk_enqueue`);
 - ``trickle``: one ``enqueue()`` every ``--interval`` seconds, recording for each task the time
   right after ``enqueue()`` returned (its row is committed then: autocommit);
-- ``orm``: a bare ORM ``create()`` of the very row ``enqueue()`` writes (same field values, fresh
-  unique values), the yardstick for enqueue overhead.
+- ``compare``: ``enqueue()`` against a bare ORM ``create()`` of the very row it writes (same
+  field values, fresh unique values) in interleaved blocks, then the bulk API; the yardstick
+  for enqueue overhead.
 """
 
 from __future__ import annotations
@@ -30,24 +31,15 @@ def _setup() -> None:
 
 
 def _bulk_enqueue(task: Any, n: int) -> int:
-    """Enqueue ``n`` calls in one go through the backend's bulk API; return calls made."""
+    """Enqueue ``n`` calls through the backend's many-at-once API; return calls made."""
     backend = task.get_backend()
-    for name in ("bulk_enqueue", "enqueue_many"):
-        method = getattr(backend, name, None) or getattr(task, name, None)
-        if method is not None:
-            break
-    else:
-        raise SystemExit(
-            f"{type(backend).__module__}: no bulk enqueue API (bulk_enqueue/enqueue_many)"
-        )
-    chunk = 1000
+    method = getattr(backend, "enqueue_many", None)
+    if method is None:
+        raise SystemExit(f"{type(backend).__module__}: no bulk enqueue API (enqueue_many)")
     done = 0
     while done < n:
-        size = min(chunk, n - done)
-        if getattr(backend, name, None) is method:
-            method(task, [((), {})] * size)
-        else:
-            method([((), {})] * size)
+        size = min(1000, n - done)
+        method(task, [((), {})] * size)
         done += size
     return done
 
@@ -64,45 +56,88 @@ def _row_model() -> tuple[type, str]:
     return RayTaskExecution, "task_id"
 
 
-def _orm_inserts(task: Any, n: int) -> float:
-    """Time ``n`` bare ORM inserts of the row enqueue() writes; the rows are deleted after."""
-    model, id_field = _row_model()
-    template_id = task.enqueue().id
-    template = model.objects.get(**{id_field: template_id})
-    unique = {f.attname for f in model._meta.concrete_fields if f.unique or f.primary_key}
-    for constraint in model._meta.constraints:
-        for name in getattr(constraint, "fields", ()) or ():
-            unique.add(model._meta.get_field(name).attname)
-    values = {
-        f.attname: getattr(template, f.attname)
-        for f in model._meta.concrete_fields
-        if f.attname not in unique and not f.auto_created
-    }
-    auto_pk = model._meta.pk.auto_created or model._meta.pk.get_internal_type() in (
-        "AutoField",
-        "BigAutoField",
-    )
-    made: list[Any] = []
-    start = time.perf_counter()
-    for _ in range(n):
-        row = dict(values)
-        for name in unique:
-            if name == model._meta.pk.attname and auto_pk:
+class _OrmRows:
+    """Bare ORM ``create()`` of the very row ``enqueue()`` writes (fresh unique values)."""
+
+    def __init__(self, task: Any) -> None:
+        self.model, id_field = _row_model()
+        template_id = task.enqueue().id
+        template = self.model.objects.get(**{id_field: template_id})
+        meta = self.model._meta
+        unique = {f.attname for f in meta.concrete_fields if f.unique or f.primary_key}
+        for constraint in meta.constraints:
+            for name in getattr(constraint, "fields", ()) or ():
+                unique.add(meta.get_field(name).attname)
+        self.values = {
+            f.attname: getattr(template, f.attname)
+            for f in meta.concrete_fields
+            if f.attname not in unique
+        }
+        self.fresh: dict[str, Any] = {}
+        for f in meta.concrete_fields:
+            if f.attname not in unique or (
+                f.primary_key and f.get_internal_type().endswith("AutoField")
+            ):
                 continue
-            kind = next(
-                f for f in model._meta.concrete_fields if f.attname == name
-            ).get_internal_type()
+            kind = f.get_internal_type()
             if kind == "UUIDField":
-                row[name] = uuid.uuid4()
+                self.fresh[f.attname] = uuid.uuid4
             elif kind in ("CharField", "TextField", "SlugField"):
-                row[name] = str(uuid.uuid4())
+                self.fresh[f.attname] = lambda: uuid.uuid4().hex
             else:
-                row[name] = values.get(name, getattr(template, name))
-        made.append(model.objects.create(**row).pk)
-    elapsed = time.perf_counter() - start
-    model.objects.filter(pk__in=[*made]).delete()
-    model.objects.filter(**{id_field: template_id}).delete()
-    return elapsed
+                self.values[f.attname] = getattr(template, f.attname)
+
+    def create(self) -> None:
+        row = dict(self.values)
+        for name, make in self.fresh.items():
+            row[name] = make()
+        self.model.objects.create(**row)
+
+
+def _compare(task: Any, n: int, block: int = 50) -> dict[str, Any]:
+    """enqueue() vs bare ORM insert vs bulk, in one warm process, interleaved in blocks.
+
+    Interleaving small blocks makes machine noise hit both sides alike; wall time and this
+    process' CPU time are both reported.
+    """
+    orm = _OrmRows(task)
+    for _ in range(20):  # warm: connection, compiled SQL, caches
+        task.enqueue()
+        orm.create()
+    wall = {"loop": 0.0, "orm": 0.0}
+    cpu = {"loop": 0.0, "orm": 0.0}
+    done = 0
+    while done < n:
+        size = min(block, n - done)
+        for kind in ("loop", "orm"):
+            w, c = time.perf_counter(), time.process_time()
+            if kind == "loop":
+                for _ in range(size):
+                    task.enqueue()
+            else:
+                for _ in range(size):
+                    orm.create()
+            wall[kind] += time.perf_counter() - w
+            cpu[kind] += time.process_time() - c
+        done += size
+    out: dict[str, Any] = {
+        "n": n,
+        "loop_calls_per_s": n / wall["loop"],
+        "orm_inserts_per_s": n / wall["orm"],
+        "enqueue_vs_orm": wall["loop"] / wall["orm"],
+        "enqueue_vs_orm_cpu": cpu["loop"] / cpu["orm"] if cpu["orm"] else None,
+        "loop_cpu_ms_per_call": 1000 * cpu["loop"] / n,
+        "orm_cpu_ms_per_insert": 1000 * cpu["orm"] / n,
+    }
+    if hasattr(task.get_backend(), "enqueue_many"):
+        _bulk_enqueue(task, 100)  # warm
+        w, c = time.perf_counter(), time.process_time()
+        _bulk_enqueue(task, n)
+        bulk_wall = time.perf_counter() - w
+        out["bulk_tasks_per_s"] = n / bulk_wall
+        out["bulk_speedup"] = wall["loop"] / bulk_wall
+        out["bulk_cpu_ms_per_task"] = 1000 * (time.process_time() - c) / n
+    return out
 
 
 def cmd_enqueue(args: argparse.Namespace) -> dict[str, Any]:
@@ -119,18 +154,19 @@ def cmd_enqueue(args: argparse.Namespace) -> dict[str, Any]:
         start = time.perf_counter()
         _bulk_enqueue(task, args.n)
         out["seconds"] = time.perf_counter() - start
-    elif args.mode == "orm":
-        out["seconds"] = _orm_inserts(task, args.n)
+    elif args.mode == "compare":
+        return _compare(task, args.n)
     elif args.mode == "trickle":
-        committed: list[tuple[str, float]] = []
+        committed: list[tuple[str, float, float]] = []
         next_at = time.monotonic()
         start = time.perf_counter()
         for _ in range(args.n):
             delay = next_at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            before = time.time()
             result = task.enqueue()
-            committed.append((str(result.id), time.time()))
+            committed.append((str(result.id), time.time(), before))
             next_at += args.interval
         out["seconds"] = time.perf_counter() - start
         out["committed"] = committed
@@ -146,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     enq = sub.add_parser("enqueue", help="enqueue tasks through the system's API")
     enq.add_argument("--task", choices=["noop", "sleep10"], default="noop")
     enq.add_argument("--n", type=int, required=True)
-    enq.add_argument("--mode", choices=["loop", "bulk", "trickle", "orm"], default="loop")
+    enq.add_argument("--mode", choices=["loop", "bulk", "trickle", "compare"], default="loop")
     enq.add_argument("--interval", type=float, default=0.02)
     args = parser.parse_args(argv)
     _setup()
