@@ -23,6 +23,7 @@ import sys
 import time
 from types import FrameType
 
+from django_ray.execution import TaskInterrupted
 from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
 
 logger = logging.getLogger("django_ray.jobs")
@@ -46,7 +47,7 @@ def entrypoint(python: str, execution_id: int, attempt: int) -> str:
     return f"{shlex.quote(python)} -m django_ray.jobs {int(execution_id)} {int(attempt)}"
 
 
-class _TimedOut(BaseException):
+class _TimedOut(TaskInterrupted):
     """Raised inside the task body by SIGALRM when ``timeout_seconds`` passes."""
 
 

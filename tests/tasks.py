@@ -114,3 +114,14 @@ def big_result(size: int) -> str:
 
 def not_a_task() -> None:
     """A plain function: enqueueing its path directly must fail clearly."""
+
+
+@task
+def announce_and_sleep(seconds: float, marker: str) -> float:
+    """Writes ``<marker>-started`` when the body starts and ``marker`` if it runs to the end."""
+    _probe(f"{marker}-started")
+    started = time.time()
+    while time.time() - started < seconds:
+        time.sleep(0.02)
+    _probe(marker)
+    return seconds
