@@ -72,6 +72,17 @@ def probe_ray(address: str | None, timeout: float = 2.0) -> dict[str, Any]:
         return {"address": address, "reachable": False, "detail": f"TCP {host}:{port}: {exc}"}
 
 
+def _error_line(class_path: str | None, message: str | None) -> str:
+    """``module.Error: message`` without repeating the class name the message may start with."""
+    text = (message or "").strip()
+    if not class_path:
+        return text
+    short = class_path.rsplit(".", 1)[-1]
+    if text.startswith(f"{short}:"):
+        text = text[len(short) + 1 :].strip()
+    return f"{class_path}: {text}"
+
+
 def _polls(lease_queues: str, queue: str) -> bool:
     if lease_queues in ("", "*"):
         return True
@@ -195,11 +206,9 @@ def collect_status(
             "failed_or_lost": top["total"],
             "last_hour": top["recent"],
             "latest_task_id": latest["task_id"] if latest else None,
-            "latest_error": (
-                f"{latest['error_class_path'] or ''}: {(latest['error_message'] or '').strip()}"
-                if latest
-                else None
-            ),
+            "latest_error": _error_line(latest["error_class_path"], latest["error_message"])
+            if latest
+            else None,
         }
 
     settings = ray_settings()
@@ -327,7 +336,8 @@ def _checks(
     add(
         "queues",
         WARN if problems else OK,
-        "; ".join(problems) or f"{len(queues)} queue(s) draining",
+        "; ".join(problems)
+        or (f"{len(queues)} queue(s) with work, none stuck" if queues else "no backlog"),
     )
 
     failed, lost = states.get("FAILED", 0), states.get("LOST", 0)
