@@ -201,3 +201,31 @@ def test_second_signal_exits_at_once(start_worker) -> None:  # type: ignore[no-u
     # Not released: the row and lease are left for orphan recovery once the lease expires.
     assert _state(long.id) == TaskState.RUNNING
     assert TaskWorkerLease.objects.get(worker_id="impatient").is_active
+
+
+# -- refusing to start --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (["--sync", "--concurrency", "0"], {}, "--concurrency must be at least 1, not 0"),
+        (["--sync", "--concurrency", "-2"], {}, "--concurrency must be at least 1, not -2"),
+        (["--cluster"], {}, "--cluster needs an address"),
+        (
+            ["--sync"],
+            {"DJANGO_RAY_TEST_SETTINGS": json.dumps({"MAX_TASK_ATTEMPTS": 0})},
+            "django_ray.E005",
+        ),
+        (
+            ["--sync"],
+            {"DJANGO_RAY_TEST_SETTINGS": json.dumps({"RETRY_EXCEPTION_DENYLIST": ["x.Nope"]})},
+            "'x.Nope' cannot be imported",
+        ),
+    ],
+)
+def test_worker_refuses_bad_configuration(start_worker, args, env, words) -> None:  # type: ignore[no-untyped-def]
+    worker = start_worker(*args, env=env)
+    assert worker.wait(60) != 0, worker.log()
+    assert words in worker.log()
+    assert not TaskWorkerLease.objects.exists()
