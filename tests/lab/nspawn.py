@@ -233,12 +233,14 @@ def run_in_root(
 
     ``network=False`` gives the script a private network namespace with only loopback (offline).
     """
+    machine = f"lab-run-{os.getpid()}-{time.monotonic_ns() % 100000}"
     cmd = [
         "systemd-nspawn",
         "--quiet",
         "--register=no",
         "--keep-unit",
         "--as-pid2",
+        f"--machine={machine}",
         f"--directory={root}",
         "--resolv-conf=copy-host" if network else "--resolv-conf=off",
         "--setenv=DEBIAN_FRONTEND=noninteractive",
@@ -250,14 +252,22 @@ def run_in_root(
     cmd += [f"--bind={src}:{dst}" for src, dst in binds]
     cmd += [f"--bind-ro={src}:{dst}" for src, dst in binds_ro]
     cmd += ["/bin/bash", "-euo", "pipefail", "-c", script]
-    result = subprocess.run(
-        cmd,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=timeout,
-        preexec_fn=_own_cgroup(f"run-{os.getpid()}-{time.monotonic_ns()}"),
-        env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"},
+    try:
+        result = subprocess.run(
+            cmd,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            preexec_fn=_own_cgroup(machine),
+            env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"},
+        )
+    finally:
+        _remove_propagate(machine)
+        _remove_cgroup(machine)
+    # nspawn cannot remove its propagate dir here and says so; _remove_propagate does it.
+    result.stdout = "\n".join(
+        line for line in result.stdout.splitlines() if "nspawn/propagate" not in line
     )
     if result.returncode != 0:
         raise LabError(
