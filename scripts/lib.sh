@@ -38,8 +38,9 @@ ensure_venv() {
   fi
   if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     echo "==> installing django-ray[$extras] and its dependencies"
-    "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-    "$VENV/bin/pip" install -q -e "$ROOT[$extras]"
+    # (pip's warnings about this machine's extra local indexes are noise: filtered)
+    "$VENV/bin/pip" install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+    "$VENV/bin/pip" install -q -e "$ROOT[$extras]" 2> >(grep -v -e "is ignored" -e "BuildBackendWarning" -e "_filter_existing_files" >&2)
     touch "$stamp"
   fi
 }

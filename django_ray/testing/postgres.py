@@ -105,7 +105,9 @@ class PostgresServer:
         import psycopg
 
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{name}"')
 
@@ -150,7 +152,9 @@ class PostgresServer:
             except psycopg.OperationalError as exc:
                 last_error = exc
                 time.sleep(0.1)
-        raise PostgresUnavailable(f"postgres did not accept connections in {timeout}s: {last_error}")
+        raise PostgresUnavailable(
+            f"postgres did not accept connections in {timeout}s: {last_error}"
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: ``fast`` (SIGINT), ``smart`` (SIGTERM) or ``immediate`` (SIGQUIT)."""

@@ -1,0 +1,335 @@
+"""Django admin for task executions, their attempts, and worker leases.
+
+Nothing here changes a state by hand: the retry and cancel actions call
+:func:`django_ray.transitions.retry_tasks` and :func:`django_ray.transitions.request_cancel`,
+which lock the rows and refuse illegal moves. Both actions need their own permission
+(``django_ray.retry_raytaskexecution`` / ``django_ray.cancel_raytaskexecution``) and act on at
+most :data:`ADMIN_ACTION_MAX_ROWS` rows at once; larger batches belong to
+``manage.py django_ray_requeue``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html
+
+from django_ray import transitions
+from django_ray.models import RayTaskExecution, TaskAttempt, TaskState, TaskWorkerLease
+
+#: Most rows one admin action may touch.
+ADMIN_ACTION_MAX_ROWS = 500
+#: Most distinct values listed by the callable-path and worker filters.
+FILTER_MAX_CHOICES = 50
+
+RETRYABLE_STATES = (TaskState.FAILED, TaskState.LOST, TaskState.CANCELLED)
+CANCELLABLE_STATES = (TaskState.QUEUED, TaskState.RUNNING)
+
+
+class _TopValuesFilter(admin.SimpleListFilter):
+    """A filter listing the most frequent values of one column (bounded)."""
+
+    field: str = ""
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        rows = (
+            model_admin.get_queryset(request)
+            .exclude(**{f"{self.field}__isnull": True})
+            .values(self.field)
+            .annotate(n=Count("id"))
+            .order_by("-n", self.field)[:FILTER_MAX_CHOICES]
+        )
+        return [(row[self.field], f"{row[self.field]} ({row['n']})") for row in rows]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(**{self.field: value}) if value else queryset
+
+
+class CallablePathFilter(_TopValuesFilter):
+    title = "callable path"
+    parameter_name = "callable_path"
+    field = "callable_path"
+
+
+class WorkerFilter(_TopValuesFilter):
+    title = "worker"
+    parameter_name = "worker"
+    field = "claimed_by_worker"
+
+
+class QueueFilter(_TopValuesFilter):
+    title = "queue"
+    parameter_name = "queue"
+    field = "queue_name"
+
+
+class TaskAttemptInline(admin.TabularInline):
+    """Every finished attempt of an execution, oldest first: the whole failure history."""
+
+    model = TaskAttempt
+    extra = 0
+    can_delete = False
+    ordering = ("attempt_number",)
+    fields = (
+        "attempt_number",
+        "state",
+        "worker_id",
+        "started_at",
+        "finished_at",
+        "error_class_path",
+        "error_message",
+        "traceback",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="traceback")
+    def traceback(self, obj: TaskAttempt) -> str:
+        return _pre(obj.error_traceback)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def _pre(text: str | None) -> str:
+    if not text:
+        return "-"
+    return format_html(
+        '<pre style="white-space: pre-wrap; max-height: 30em; overflow: auto; '
+        'font-size: 0.85em; margin: 0">{}</pre>',
+        text,
+    )
+
+
+def _too_many(modeladmin: admin.ModelAdmin, request: HttpRequest, count: int, verb: str) -> bool:
+    if count <= ADMIN_ACTION_MAX_ROWS:
+        return False
+    modeladmin.message_user(
+        request,
+        f"{count} rows selected; {verb} acts on at most {ADMIN_ACTION_MAX_ROWS} at once. "
+        f"Narrow the filters, or use: manage.py django_ray_requeue --limit N --execute.",
+        level=messages.ERROR,
+    )
+    return True
+
+
+@admin.register(RayTaskExecution)
+class RayTaskExecutionAdmin(admin.ModelAdmin):
+    """Executions: filter by state, queue, callable and worker; retry or cancel in batches."""
+
+    list_display = (
+        "task_id",
+        "callable_path",
+        "queue_name",
+        "state",
+        "attempt_number",
+        "priority",
+        "run_after",
+        "started_at",
+        "finished_at",
+        "claimed_by_worker",
+        "error_summary",
+    )
+    list_filter = ("state", QueueFilter, CallablePathFilter, WorkerFilter)
+    search_fields = ("task_id", "callable_path", "claimed_by_worker", "error_message")
+    ordering = ("-id",)
+    date_hierarchy = "created_at"
+    list_per_page = 100
+    show_full_result_count = False
+    actions = ("retry_selected", "cancel_selected")
+    inlines = (TaskAttemptInline,)
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "task_id",
+                    "callable_path",
+                    "backend_alias",
+                    "queue_name",
+                    "state",
+                    "priority",
+                    "attempt_number",
+                    "max_attempts",
+                    "worker_ids",
+                )
+            },
+        ),
+        (
+            "Timing",
+            {
+                "fields": (
+                    "created_at",
+                    "run_after",
+                    "started_at",
+                    "finished_at",
+                    "last_heartbeat_at",
+                    "timeout_seconds",
+                )
+            },
+        ),
+        ("Ownership", {"fields": ("claimed_by_worker", "ray_job_id")}),
+        ("Arguments", {"fields": ("args", "kwargs")}),
+        ("Result", {"fields": ("result_data", "result_reference")}),
+        ("Error", {"fields": ("error_class_path", "error_message", "traceback")}),
+    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Every field is read-only: states change only through the actions (transitions).
+        return [f.name for f in self.model._meta.fields] + ["traceback"]
+
+    @admin.display(description="error")
+    def error_summary(self, obj: RayTaskExecution) -> str:
+        if not obj.error_message:
+            return ""
+        first = obj.error_message.strip().splitlines()[0] if obj.error_message.strip() else ""
+        cls = (obj.error_class_path or "").rsplit(".", 1)[-1]
+        text = f"{cls}: {first}" if cls else first
+        return text if len(text) <= 120 else text[:117] + "..."
+
+    @admin.display(description="traceback")
+    def traceback(self, obj: RayTaskExecution) -> str:
+        return _pre(obj.error_traceback)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_ray.retry_raytaskexecution")
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_ray.cancel_raytaskexecution")
+
+    @admin.action(
+        description="Retry selected FAILED / LOST / CANCELLED tasks (keeps attempt history)",
+        permissions=("retry",),
+    )
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[RayTaskExecution]) -> None:
+        if _too_many(self, request, queryset.count(), "retry"):
+            return
+        rows = list(queryset.values_list("task_id", "state"))
+        eligible = [task_id for task_id, state in rows if state in RETRYABLE_STATES]
+        skipped = len(rows) - len(eligible)
+        moved: list[str] = []
+        if eligible:
+            try:
+                moved = transitions.retry_tasks(eligible)
+            except transitions.IllegalTransition as exc:
+                self.message_user(
+                    request,
+                    f"Nothing retried: {exc} (the row changed state meanwhile; reload and retry).",
+                    level=messages.ERROR,
+                )
+                return
+        self.message_user(
+            request,
+            f"Requeued {len(moved)} task(s)."
+            + (f" Skipped {skipped} not in FAILED, LOST or CANCELLED." if skipped else ""),
+            level=messages.SUCCESS if moved else messages.WARNING,
+        )
+
+    @admin.action(description="Cancel selected QUEUED / RUNNING tasks", permissions=("cancel",))
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[RayTaskExecution]) -> None:
+        if _too_many(self, request, queryset.count(), "cancel"):
+            return
+        results: dict[str, int] = {}
+        refused: list[str] = []
+        for task_id, state in queryset.values_list("task_id", "state"):
+            if state not in CANCELLABLE_STATES:
+                refused.append(f"{task_id} ({state})")
+                continue
+            try:
+                new_state = transitions.request_cancel(task_id)
+            except transitions.IllegalTransition:
+                refused.append(f"{task_id} (changed state)")
+                continue
+            results[new_state] = results.get(new_state, 0) + 1
+        parts = [f"{n} now {state}" for state, n in sorted(results.items())]
+        text = "Cancel requested: " + (", ".join(parts) if parts else "no task cancelled") + "."
+        if refused:
+            shown = ", ".join(refused[:10]) + (" ..." if len(refused) > 10 else "")
+            text += f" Not cancellable ({len(refused)}): {shown}."
+        self.message_user(request, text, level=messages.SUCCESS if parts else messages.WARNING)
+
+
+@admin.register(TaskWorkerLease)
+class TaskWorkerLeaseAdmin(admin.ModelAdmin):
+    """Worker leases with heartbeat age and status (active, stale, inactive)."""
+
+    list_display = (
+        "worker_id",
+        "hostname",
+        "pid",
+        "queue_name",
+        "runner",
+        "concurrency",
+        "is_active",
+        "status",
+        "heartbeat_age",
+        "last_heartbeat_at",
+        "expires_at",
+        "started_at",
+    )
+    list_filter = ("is_active", "hostname", "runner")
+    search_fields = ("worker_id", "hostname", "queue_name")
+    ordering = ("last_heartbeat_at",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="status")
+    def status(self, obj: TaskWorkerLease) -> str:
+        if not obj.is_active:
+            return "inactive"
+        return "stale" if obj.expires_at < timezone.now() else "active"
+
+    @admin.display(description="heartbeat age", ordering="last_heartbeat_at")
+    def heartbeat_age(self, obj: TaskWorkerLease) -> str:
+        age = timezone.now() - obj.last_heartbeat_at
+        return str(timedelta(seconds=int(max(age.total_seconds(), 0))))
+
+
+@admin.register(TaskAttempt)
+class TaskAttemptAdmin(admin.ModelAdmin):
+    """Attempts across executions: find every failure of a callable or a worker."""
+
+    list_display = (
+        "execution",
+        "attempt_number",
+        "state",
+        "worker_id",
+        "started_at",
+        "finished_at",
+        "error_class_path",
+    )
+    list_filter = ("state",)
+    search_fields = ("execution__task_id", "worker_id", "error_class_path", "error_message")
+    list_select_related = ("execution",)
+    ordering = ("-id",)
+    readonly_fields = (
+        "execution",
+        "attempt_number",
+        "state",
+        "worker_id",
+        "started_at",
+        "finished_at",
+        "error_class_path",
+        "error_message",
+        "traceback",
+    )
+    exclude = ("error_traceback",)
+
+    @admin.display(description="traceback")
+    def traceback(self, obj: TaskAttempt) -> str:
+        return _pre(obj.error_traceback)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

@@ -1,0 +1,288 @@
+"""``RayTaskBackend``: the Django Tasks backend. ``enqueue`` writes a row and never talks to Ray.
+
+Configure it in ``TASKS``::
+
+    TASKS = {
+        "default": {
+            "BACKEND": "django_ray.backends.RayTaskBackend",
+            "QUEUES": ["default", "emails"],
+            "OPTIONS": {"timeout_seconds": 600, "max_attempts": 5},
+        }
+    }
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from django.core import checks
+from django.db import transaction
+from django.tasks import Task
+from django.tasks.backends.base import BaseTaskBackend
+from django.tasks.base import TaskError, TaskResult, TaskResultStatus
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+from django.tasks.signals import task_enqueued
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from django_ray.conf import ray_settings
+from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
+from django_ray.serialization import NotJSONSerializable, check_json
+
+STATUS_BY_STATE: dict[str, TaskResultStatus] = {
+    TaskState.QUEUED: TaskResultStatus.READY,
+    TaskState.RUNNING: TaskResultStatus.RUNNING,
+    TaskState.CANCELLING: TaskResultStatus.RUNNING,
+    TaskState.SUCCEEDED: TaskResultStatus.SUCCESSFUL,
+    TaskState.FAILED: TaskResultStatus.FAILED,
+    TaskState.CANCELLED: TaskResultStatus.FAILED,
+    TaskState.LOST: TaskResultStatus.FAILED,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RayTask(Task):
+    """A Django ``Task`` with django-ray's per-task options.
+
+    ``@task(timeout_seconds=30, max_attempts=5)`` or ``my_task.using(timeout_seconds=30)``.
+    """
+
+    timeout_seconds: float | None = None
+    max_attempts: int | None = None
+
+    def using(  # type: ignore[override]
+        self,
+        *,
+        priority: int | None = None,
+        queue_name: str | None = None,
+        run_after: datetime | None = None,
+        backend: str | None = None,
+        timeout_seconds: float | None = None,
+        max_attempts: int | None = None,
+    ) -> RayTask:
+        changed = Task.using(
+            self, priority=priority, queue_name=queue_name, run_after=run_after, backend=backend
+        )
+        extra: dict[str, Any] = {}
+        if timeout_seconds is not None:
+            extra["timeout_seconds"] = timeout_seconds
+        if max_attempts is not None:
+            extra["max_attempts"] = max_attempts
+        return replace(changed, **extra) if extra else changed  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=1024)
+def _task_function(callable_path: str) -> Any:
+    task = import_string(callable_path)
+    return task.func if isinstance(task, Task) else task
+
+
+class RayTaskBackend(BaseTaskBackend):
+    """Stores each task as a ``RayTaskExecution`` row; ``django_ray_worker`` runs them on Ray."""
+
+    task_class = RayTask
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        self.default_timeout: float | None = self.options.get("timeout_seconds")
+        self.default_max_attempts: int | None = self.options.get("max_attempts")
+        self.database: str = self.options.get("database", "default")
+
+    # -- validation -------------------------------------------------------------------------
+
+    def validate_task(self, task: Task) -> None:
+        super().validate_task(task)
+        timeout = getattr(task, "timeout_seconds", None)
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise InvalidTask(
+                f"timeout_seconds must be a positive number of seconds, not {timeout!r}."
+            )
+        attempts = getattr(task, "max_attempts", None)
+        if attempts is not None and (
+            isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1
+        ):
+            raise InvalidTask(
+                f"max_attempts must be a whole number of at least 1, not {attempts!r}."
+            )
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        errors: list[checks.CheckMessage] = []
+        timeout = self.options.get("timeout_seconds")
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}]['OPTIONS']['timeout_seconds'] must be a positive "
+                    f"number, not {timeout!r}.",
+                    hint="Write e.g. 'timeout_seconds': 600, or remove it for no timeout.",
+                    id="django_ray.E020",
+                )
+            )
+        attempts = self.options.get("max_attempts")
+        if attempts is not None and (not isinstance(attempts, int) or attempts < 1):
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}]['OPTIONS']['max_attempts'] must be an int >= 1, "
+                    f"not {attempts!r}.",
+                    hint="Write e.g. 'max_attempts': 3, or remove it to use MAX_TASK_ATTEMPTS.",
+                    id="django_ray.E021",
+                )
+            )
+        unknown = set(self.options) - {"timeout_seconds", "max_attempts", "database"}
+        if unknown:
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}]['OPTIONS'] has unknown keys: {', '.join(sorted(unknown))}.",
+                    hint="RayTaskBackend accepts timeout_seconds, max_attempts and database.",
+                    id="django_ray.E022",
+                )
+            )
+        return errors
+
+    # -- enqueue ----------------------------------------------------------------------------
+
+    def _checked_arguments(
+        self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        try:
+            checked_args = check_json(list(args), "args")
+            checked_kwargs = check_json(dict(kwargs), "kwargs")
+        except NotJSONSerializable as exc:
+            raise InvalidTask(
+                f"Cannot enqueue {task.module_path}: argument {exc.path} {exc.problem}."
+            ) from exc
+        return checked_args, checked_kwargs
+
+    def _new_row(
+        self, task: Task, args: list[Any], kwargs: dict[str, Any], now: datetime
+    ) -> RayTaskExecution:
+        timeout = (
+            getattr(task, "timeout_seconds", None)
+            or self.default_timeout
+            or ray_settings().DEFAULT_TIMEOUT_SECONDS
+        )
+        return RayTaskExecution(
+            task_id=uuid.uuid4().hex,
+            callable_path=task.module_path,
+            backend_alias=self.alias,
+            queue_name=task.queue_name,
+            state=TaskState.QUEUED,
+            priority=task.priority,
+            takes_context=task.takes_context,
+            args=args,
+            kwargs=kwargs,
+            max_attempts=getattr(task, "max_attempts", None) or self.default_max_attempts,
+            run_after=task.run_after or now,
+            created_at=now,
+            timeout_seconds=timeout,
+        )
+
+    def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
+        """Write one QUEUED row (committed with the caller's transaction) and return its result."""
+        self.validate_task(task)
+        checked_args, checked_kwargs = self._checked_arguments(task, args, kwargs)
+        row = self._new_row(task, checked_args, checked_kwargs, timezone.now())
+        row.save(using=self.database, force_insert=True)
+        result = self._result_from_row(row, task=task)
+        task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def enqueue_many(
+        self,
+        task: Task,
+        calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
+        batch_size: int = 1000,
+    ) -> list[TaskResult]:
+        """Enqueue many calls of one task in few statements (bulk insert), atomically.
+
+        ``calls`` is an iterable of ``(args, kwargs)`` pairs. Every argument is checked first,
+        so one bad call rejects the whole batch before anything is written.
+        """
+        self.validate_task(task)
+        now = timezone.now()
+        rows = [
+            self._new_row(task, *self._checked_arguments(task, args, kwargs), now)
+            for args, kwargs in calls
+        ]
+        with transaction.atomic(using=self.database):
+            RayTaskExecution.objects.using(self.database).bulk_create(rows, batch_size=batch_size)
+        results = [self._result_from_row(row, task=task) for row in rows]
+        for result in results:
+            task_enqueued.send(type(self), task_result=result)
+        return results
+
+    # -- results ----------------------------------------------------------------------------
+
+    def get_result(self, result_id: str) -> TaskResult:
+        try:
+            row = RayTaskExecution.objects.using(self.database).get(task_id=result_id)
+        except RayTaskExecution.DoesNotExist:
+            raise TaskResultDoesNotExist(result_id) from None
+        errors = [
+            TaskError(
+                exception_class_path=a.error_class_path or "builtins.Exception",
+                traceback=a.error_traceback or a.error_message or "",
+            )
+            for a in TaskAttempt.objects.using(self.database)
+            .filter(execution_id=row.pk)
+            .exclude(error_class_path__isnull=True)
+            .order_by("attempt_number")
+        ]
+        return self._result_from_row(row, errors=errors)
+
+    def _task_for_row(self, row: RayTaskExecution) -> Task:
+        try:
+            func = _task_function(row.callable_path)
+        except (ImportError, AttributeError) as exc:
+            raise TaskResultDoesNotExist(
+                f"{row.task_id}: its callable {row.callable_path!r} cannot be imported ({exc})."
+            ) from exc
+        return RayTask(
+            func=func,
+            priority=row.priority,
+            backend=row.backend_alias,
+            queue_name=row.queue_name,
+            run_after=row.run_after,
+            takes_context=row.takes_context,
+            timeout_seconds=row.timeout_seconds,
+            max_attempts=row.max_attempts,
+        )
+
+    def _result_from_row(
+        self,
+        row: RayTaskExecution,
+        task: Task | None = None,
+        errors: list[TaskError] | None = None,
+    ) -> TaskResult:
+        result = TaskResult(
+            task=task or self._task_for_row(row),
+            id=row.task_id,
+            status=STATUS_BY_STATE[row.state],
+            enqueued_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            last_attempted_at=row.started_at,
+            args=row.args,
+            kwargs=row.kwargs,
+            backend=self.alias,
+            errors=errors or [],
+            worker_ids=list(row.worker_ids),
+        )
+        if row.state == TaskState.SUCCEEDED:
+            value = row.result_data
+            if row.result_reference:
+                from django_ray.results import load_result
+
+                value = load_result(row.result_reference)
+            object.__setattr__(result, "_return_value", value)
+        return result

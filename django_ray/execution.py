@@ -1,0 +1,196 @@
+"""Running task bodies, in whatever process executes them (a Ray worker, or the worker itself).
+
+Django is bootstrapped once per process (:func:`ensure_django`), not once per task. Each task
+runs through :func:`run_task`, which never raises for a task's own failure: it returns an
+:class:`~django_ray.outcomes.Outcome` with the exception's exact class path, message and
+traceback, and whether a retry could help. Django's ``task_started``/``task_finished`` signals
+are sent here, around the body, in the process that runs it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from django_ray.outcomes import Outcome, OutcomeKind
+
+_DJANGO_READY = False
+MAX_ERROR_MESSAGE = 4000
+
+
+def ensure_django(settings_module: str | None, extra_sys_path: Sequence[str] = ()) -> None:
+    """Configure Django in this process once; later calls are free."""
+    global _DJANGO_READY
+    if _DJANGO_READY:
+        return
+    for path in reversed(extra_sys_path):
+        if path and path not in sys.path:
+            sys.path.insert(0, path)
+    if settings_module:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
+    import django
+    from django.apps import apps
+
+    if not apps.ready:
+        django.setup()
+    _DJANGO_READY = True
+
+
+def class_path(exc_type: type[BaseException]) -> str:
+    return f"{exc_type.__module__}.{exc_type.__qualname__}"
+
+
+@functools.lru_cache(maxsize=64)
+def _denylist(paths: tuple[str, ...]) -> tuple[type[BaseException], ...]:
+    from django.utils.module_loading import import_string
+
+    classes: list[type[BaseException]] = []
+    for path in paths:
+        try:
+            obj = import_string(path)
+        except ImportError:
+            continue  # reported by the system check django_ray.E006
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            classes.append(obj)
+    return tuple(classes)
+
+
+def is_denylisted(exc: BaseException) -> bool:
+    """Whether ``exc`` is an instance of a ``RETRY_EXCEPTION_DENYLIST`` class (or subclass)."""
+    from django_ray.conf import ray_settings
+
+    denied = _denylist(tuple(ray_settings().RETRY_EXCEPTION_DENYLIST))
+    return bool(denied) and isinstance(exc, denied)
+
+
+@functools.lru_cache(maxsize=1024)
+def _load_task(callable_path: str) -> Any:
+    from django.tasks import Task
+    from django.utils.module_loading import import_string
+
+    obj = import_string(callable_path)
+    if not isinstance(obj, Task):
+        raise TypeError(
+            f"{callable_path} is a {type(obj).__name__}, not a Task; decorate the function "
+            "with @django.tasks.task"
+        )
+    return obj
+
+
+def _failure(
+    payload: dict[str, Any],
+    exc: BaseException,
+    retryable: bool,
+    started: float,
+    message: str | None = None,
+) -> Outcome:
+    text = message or f"{type(exc).__name__}: {exc}"
+    return Outcome(
+        execution_id=payload["id"],
+        attempt_number=payload["attempt_number"],
+        kind=OutcomeKind.FAILED,
+        error_class_path=class_path(type(exc)),
+        error_message=text[:MAX_ERROR_MESSAGE],
+        error_traceback="".join(traceback.format_exception(exc)),
+        retryable=retryable,
+        duration_seconds=time.perf_counter() - started,
+    )
+
+
+def _task_result(task: Any, payload: dict[str, Any], status: Any) -> Any:
+    from django.tasks.base import TaskResult
+
+    return TaskResult(
+        task=task,
+        id=payload["task_id"],
+        status=status,
+        enqueued_at=payload["created_at"],
+        started_at=payload["started_at"],
+        finished_at=None,
+        last_attempted_at=payload["started_at"],
+        args=payload["args"],
+        kwargs=payload["kwargs"],
+        backend=payload["backend_alias"],
+        errors=[],
+        worker_ids=list(payload["worker_ids"]),
+    )
+
+
+def run_task(payload: dict[str, Any]) -> Outcome:
+    """Run one claimed task (see :meth:`ClaimedTask.payload`) and report how it ended."""
+    from django.db import close_old_connections
+    from django.tasks.base import TaskContext, TaskResultStatus
+    from django.tasks.signals import task_finished, task_started
+
+    from django_ray.backends import RayTaskBackend
+    from django_ray.serialization import NotJSONSerializable, check_json, dumps
+
+    started = time.perf_counter()
+    path = payload["callable_path"]
+    try:
+        task = _load_task(path)
+    except Exception as exc:
+        return _failure(
+            payload,
+            exc,
+            retryable=False,
+            started=started,
+            message=(
+                f"Cannot load task {path!r}: {type(exc).__name__}: {exc}. Check the dotted path "
+                "and that the module is installed on every Ray node and worker."
+            ),
+        )
+    result = _task_result(task, payload, TaskResultStatus.RUNNING)
+    task_started.send(RayTaskBackend, task_result=result)
+    close_old_connections()
+    try:
+        if payload["takes_context"]:
+            value = task.call(
+                TaskContext(task_result=result), *payload["args"], **payload["kwargs"]
+            )
+        else:
+            value = task.call(*payload["args"], **payload["kwargs"])
+    except KeyboardInterrupt:
+        raise  # Ray's cancellation of this process: let the runner report it.
+    except BaseException as exc:
+        outcome = _failure(payload, exc, retryable=not is_denylisted(exc), started=started)
+        object.__setattr__(result, "status", TaskResultStatus.FAILED)
+        task_finished.send(RayTaskBackend, task_result=result)
+        return outcome
+    finally:
+        close_old_connections()
+    try:
+        result_json = dumps(check_json(value, "return value"))
+    except NotJSONSerializable as exc:
+        outcome = _failure(
+            payload,
+            exc,
+            retryable=False,
+            started=started,
+            message=f"Task {path} returned a value that cannot be stored: {exc}.",
+        )
+        object.__setattr__(result, "status", TaskResultStatus.FAILED)
+        task_finished.send(RayTaskBackend, task_result=result)
+        return outcome
+    object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
+    task_finished.send(RayTaskBackend, task_result=result)
+    return Outcome(
+        execution_id=payload["id"],
+        attempt_number=payload["attempt_number"],
+        kind=OutcomeKind.SUCCEEDED,
+        result_json=result_json,
+        duration_seconds=time.perf_counter() - started,
+    )
+
+
+def run_chunk(
+    payloads: list[dict[str, Any]], settings_module: str | None, sys_path: Sequence[str]
+) -> list[Outcome]:
+    """Run several short tasks back to back in one call (one Ray round trip for all)."""
+    ensure_django(settings_module, sys_path)
+    return [run_task(payload) for payload in payloads]

@@ -1,0 +1,148 @@
+"""Rows that are the system of record: executions, their attempts, and worker leases.
+
+States change only through :mod:`django_ray.transitions`; these models only describe the data.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class TaskState(models.TextChoices):
+    """Lifecycle of a :class:`RayTaskExecution` (see ``docs/state-machine.md``)."""
+
+    QUEUED = "QUEUED", "Queued"
+    RUNNING = "RUNNING", "Running"
+    SUCCEEDED = "SUCCEEDED", "Succeeded"
+    FAILED = "FAILED", "Failed"
+    CANCELLING = "CANCELLING", "Cancelling"
+    CANCELLED = "CANCELLED", "Cancelled"
+    LOST = "LOST", "Lost"
+
+
+TERMINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+# Rows a worker owns while it (or an adopter) monitors them.
+OWNED_STATES = frozenset({TaskState.RUNNING, TaskState.CANCELLING})
+
+
+class RayTaskExecution(models.Model):
+    """One enqueued task: its arguments, where it stands, and its latest outcome."""
+
+    task_id = models.CharField(max_length=64, unique=True, help_text="Django TaskResult.id")
+    callable_path = models.CharField(max_length=255, db_index=True)
+    backend_alias = models.CharField(max_length=64, default="default")
+    queue_name = models.CharField(max_length=128, default="default")
+    state = models.CharField(max_length=16, choices=TaskState.choices, default=TaskState.QUEUED)
+    priority = models.SmallIntegerField(default=0)
+    takes_context = models.BooleanField(default=False)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    attempt_number = models.PositiveIntegerField(
+        default=0, help_text="Attempts started so far (the current attempt while RUNNING)."
+    )
+    max_attempts = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Overrides MAX_TASK_ATTEMPTS for this task."
+    )
+    worker_ids = models.JSONField(default=list, help_text="Worker of each attempt, in order.")
+    run_after = models.DateTimeField(
+        default=timezone.now, help_text="When the row is due (retries move it later)."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    timeout_seconds = models.FloatField(null=True, blank=True)
+    claimed_by_worker = models.CharField(max_length=128, null=True, blank=True)
+    ray_job_id = models.CharField(max_length=128, null=True, blank=True)
+    result_data = models.JSONField(null=True, blank=True)
+    result_reference = models.CharField(max_length=1024, null=True, blank=True)
+    error_class_path = models.CharField(max_length=255, null=True, blank=True)
+    error_message = models.TextField(null=True, blank=True)
+    error_traceback = models.TextField(null=True, blank=True)
+
+    class Meta:
+        db_table = "django_ray_raytaskexecution"
+        permissions = [
+            ("retry_raytaskexecution", "Can retry failed, lost or cancelled task executions"),
+            ("cancel_raytaskexecution", "Can cancel queued or running task executions"),
+        ]
+        indexes = [
+            # The claim: due QUEUED rows of a queue in priority then due-time order. Partial, so
+            # the size of the finished history never slows it down.
+            models.Index(
+                "queue_name",
+                models.F("priority").desc(),
+                "run_after",
+                "id",
+                name="django_ray_claim_idx",
+                condition=Q(state="QUEUED"),
+            ),
+            # Recovery and heartbeats: owned rows by owner.
+            models.Index(
+                "claimed_by_worker",
+                "last_heartbeat_at",
+                name="django_ray_owned_idx",
+                condition=Q(state__in=["RUNNING", "CANCELLING"]),
+            ),
+            models.Index("state", "finished_at", name="django_ray_state_finished_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.callable_path} [{self.state}] {self.task_id}"
+
+
+class TaskAttempt(models.Model):
+    """The outcome of one finished attempt of an execution: history for on-call."""
+
+    execution = models.ForeignKey(
+        RayTaskExecution, on_delete=models.CASCADE, related_name="attempts"
+    )
+    attempt_number = models.PositiveIntegerField()
+    worker_id = models.CharField(max_length=128, null=True, blank=True)
+    state = models.CharField(max_length=16, choices=TaskState.choices)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(default=timezone.now)
+    error_class_path = models.CharField(max_length=255, null=True, blank=True)
+    error_message = models.TextField(null=True, blank=True)
+    error_traceback = models.TextField(null=True, blank=True)
+
+    class Meta:
+        db_table = "django_ray_taskattempt"
+        ordering = ["execution_id", "attempt_number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["execution", "attempt_number"], name="django_ray_one_row_per_attempt"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.attempt_number} of {self.execution_id} [{self.state}]"
+
+
+class TaskWorkerLease(models.Model):
+    """A live ``django_ray_worker`` process: who it is, what it polls, and its heartbeat."""
+
+    worker_id = models.CharField(max_length=128, unique=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queue_name = models.CharField(max_length=1024, help_text="Queues polled, comma-separated.")
+    runner = models.CharField(max_length=32, default="")
+    concurrency = models.PositiveIntegerField(default=1)
+    is_active = models.BooleanField(default=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_heartbeat_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "django_ray_taskworkerlease"
+        indexes = [
+            models.Index(
+                "expires_at", name="django_ray_active_lease_idx", condition=Q(is_active=True)
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.worker_id} ({'active' if self.is_active else 'inactive'})"

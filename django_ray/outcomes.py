@@ -1,0 +1,77 @@
+"""The two records that cross the worker/runner boundary: a claimed task and its outcome."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(slots=True)
+class ClaimedTask:
+    """A row the worker claimed (now RUNNING and owned by it), ready to hand to a runner."""
+
+    id: int
+    task_id: str
+    callable_path: str
+    queue_name: str
+    priority: int
+    takes_context: bool
+    args: list[Any]
+    kwargs: dict[str, Any]
+    attempt_number: int
+    max_attempts: int | None
+    timeout_seconds: float | None
+    backend_alias: str
+    created_at: datetime
+    run_after: datetime
+    started_at: datetime
+    worker_ids: list[str] = field(default_factory=list)
+
+    def payload(self) -> dict[str, Any]:
+        """What the executing process needs; plain data so it pickles cheaply for Ray."""
+        return {
+            "id": self.id,
+            "task_id": self.task_id,
+            "callable_path": self.callable_path,
+            "queue_name": self.queue_name,
+            "priority": self.priority,
+            "takes_context": self.takes_context,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "attempt_number": self.attempt_number,
+            "backend_alias": self.backend_alias,
+            "created_at": self.created_at,
+            "run_after": self.run_after,
+            "started_at": self.started_at,
+            "worker_ids": self.worker_ids,
+        }
+
+
+class OutcomeKind(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    # The task body raised (or its result could not be stored).
+    FAILED = "failed"
+    # Completion is unknown: the executing process or its connection died.
+    LOST = "lost"
+    # The runner stopped the attempt because cancellation was requested.
+    CANCELLED = "cancelled"
+    # The attempt was interrupted by the worker itself (shutdown): requeue, no failure counted.
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one attempt ended, as reported by a runner."""
+
+    execution_id: int
+    attempt_number: int
+    kind: OutcomeKind
+    result_json: str | None = None
+    error_class_path: str | None = None
+    error_message: str | None = None
+    error_traceback: str | None = None
+    # False for failures that would fail again (denylisted exception, bad callable, bad result).
+    retryable: bool = True
+    duration_seconds: float | None = None

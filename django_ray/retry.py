@@ -1,0 +1,33 @@
+"""Retry policy: how many attempts, and how long to wait before the next one."""
+
+from __future__ import annotations
+
+import random
+
+from django_ray.conf import ray_settings
+
+
+def max_attempts(row_max_attempts: int | None) -> int:
+    """Attempts allowed for a task: its own override, else ``MAX_TASK_ATTEMPTS``."""
+    return row_max_attempts or ray_settings().MAX_TASK_ATTEMPTS
+
+
+def backoff_seconds(attempt_number: int, rng: random.Random | None = None) -> float:
+    """Delay before the attempt after ``attempt_number`` (1-based): exponential, capped, jittered.
+
+    ``base * 2**(attempt_number - 1)``, capped at ``RETRY_BACKOFF_MAX_SECONDS``, plus a random
+    extra of up to ``RETRY_JITTER`` times that, so that a burst of failures does not retry in
+    lockstep.
+    """
+    conf = ray_settings()
+    exponent = min(max(attempt_number - 1, 0), 60)
+    delay = min(float(conf.RETRY_BACKOFF_SECONDS) * (2**exponent), conf.RETRY_BACKOFF_MAX_SECONDS)
+    jitter = float(conf.RETRY_JITTER)
+    if jitter and delay:
+        delay += (rng or random).uniform(0, delay * jitter)
+    return delay
+
+
+def should_retry(attempt_number: int, row_max_attempts: int | None, retryable: bool) -> bool:
+    """Whether a failed attempt goes back to QUEUED."""
+    return retryable and attempt_number < max_attempts(row_max_attempts)

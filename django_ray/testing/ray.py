@@ -1,0 +1,164 @@
+"""A private Ray head for tests and benchmarks: every port picked free, its own temp dir.
+
+Started with ``ray start --head --block`` as a child process and stopped by its PID (never with
+``ray stop``, which would kill every Ray on the machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django_ray.testing.postgres import free_port
+
+
+def auth_token() -> str | None:
+    """Ray's token (token auth is on by default since Ray 2.5x): env, token file, or None."""
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    if token:
+        return token.strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    return path.read_text().strip() if path.exists() else None
+
+
+def auth_headers() -> dict[str, str]:
+    token = auth_token()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+class RayHeadUnavailable(RuntimeError):
+    """The head did not come up; the message carries the end of its log."""
+
+
+@dataclass
+class RayHead:
+    temp_dir: Path
+    gcs_port: int
+    dashboard_port: int
+    num_cpus: int
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """GCS address for ``ray.init(address=...)`` / ``--cluster``."""
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """Jobs API address for the Ray Job runner."""
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def ray_bin(self) -> str:
+        return str(Path(sys.executable).with_name("ray"))
+
+    def start(self, timeout: float = 90.0) -> None:
+        ports = {
+            "--port": self.gcs_port,
+            "--dashboard-port": self.dashboard_port,
+            "--ray-client-server-port": free_port(),
+            "--node-manager-port": free_port(),
+            "--object-manager-port": free_port(),
+            "--metrics-export-port": free_port(),
+            "--dashboard-agent-listen-port": free_port(),
+            "--dashboard-agent-grpc-port": free_port(),
+            "--runtime-env-agent-port": free_port(),
+        }
+        worker_base = free_port()
+        # A narrow private worker-port range far from the ephemeral ports handed out above.
+        worker_base = 20000 + (worker_base % 20000)
+        args = [
+            self.ray_bin(),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--num-cpus={self.num_cpus}",
+            f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats",
+            f"--min-worker-port={worker_base}",
+            f"--max-worker-port={worker_base + 200}",
+            *[f"{k}={v}" for k, v in ports.items()],
+        ]
+        env = {**os.environ, **self.env}
+        env.pop("RAY_ADDRESS", None)
+        log = open(self.temp_dir.parent / "ray-head.log", "ab")  # noqa: SIM115 - lives with the head
+        self.process = subprocess.Popen(
+            args, env=env, stdout=log, stderr=log, start_new_session=True
+        )
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RayHeadUnavailable(
+                    f"ray start exited {self.process.returncode}:\n{self.log_tail()}"
+                )
+            request = urllib.request.Request(
+                f"{self.dashboard_url}/api/version", headers=auth_headers()
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise RayHeadUnavailable(f"Ray head not ready after {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        path = self.temp_dir.parent / "ray-head.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        # SIGTERM to the whole session: `ray start --block` then stops the processes it started.
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def start_head(num_cpus: int = 2, base_dir: Path | None = None) -> RayHead:
+    root = Path(tempfile.mkdtemp(prefix="django-ray-ray-", dir=base_dir or "/tmp"))
+    temp_dir = root / "t"
+    temp_dir.mkdir()
+    head = RayHead(
+        temp_dir=temp_dir, gcs_port=free_port(), dashboard_port=free_port(), num_cpus=num_cpus
+    )
+    head.start()
+    return head
+
+
+def destroy_head(head: RayHead) -> None:
+    head.stop()
+    shutil.rmtree(head.temp_dir.parent, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_ray_head(num_cpus: int = 2) -> Iterator[RayHead]:
+    head = start_head(num_cpus)
+    try:
+        yield head
+    finally:
+        destroy_head(head)

@@ -1,0 +1,498 @@
+"""The worker process: claim due rows, hand them to a runner, record outcomes, recover orphans.
+
+One thread runs this loop; :class:`~django_ray.worker.lease.LeaseKeeper` heartbeats and
+:class:`~django_ray.worker.wakeup.WakeupListener` turns NOTIFY into wake-ups. The loop keeps no
+state that matters beyond a crash: every decision is a transition of a row in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from django.db import DatabaseError, InterfaceError, connections
+
+from django_ray import sdnotify, transitions
+from django_ray.conf import ray_settings
+from django_ray.metrics import worker as worker_metrics
+from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
+from django_ray.results import store_if_oversized
+from django_ray.runners.base import Finished, Runner, RunnerUnavailable
+from django_ray.worker import faults
+from django_ray.worker.lease import LeaseKeeper
+from django_ray.worker.shutdown import (
+    EXIT_LEASE_LOST,
+    EXIT_OK,
+    EXIT_STARTUP_FAILED,
+    ShutdownFlag,
+)
+from django_ray.worker.wakeup import WakeupListener
+
+logger = logging.getLogger("django_ray.worker")
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    lost: int = 0
+    cancelled: int = 0
+    recovered: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    """A ``django_ray_worker`` process. :meth:`run` returns the process exit code."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        queues: Sequence[str] | None,
+        using: str = "default",
+        worker_id: str | None = None,
+        max_tasks: int | None = None,
+        idle_exit: float | None = None,
+    ) -> None:
+        self.runner = runner
+        self.queues = list(queues) if queues is not None else None
+        self.using = using
+        self.worker_id = worker_id or new_worker_id()
+        self.conf = ray_settings()
+        self.stats = WorkerStats()
+        self.shutdown = ShutdownFlag()
+        self.wake = threading.Event()
+        self.max_tasks = max_tasks
+        self.idle_exit = idle_exit
+        self._unrecorded: Finished = []
+        self._last_recovery = 0.0
+        self._last_cancel_check = 0.0
+        self._last_poll = 0.0
+        self._more_work = True
+        self._db_ok = True
+        self.listener = WakeupListener(self.queues, using, wake=self.wake)
+        self.lease = LeaseKeeper(
+            self.worker_id,
+            float(self.conf.WORKER_LEASE_SECONDS),
+            float(self.conf.WORKER_HEARTBEAT_SECONDS),
+            self.runner.in_flight_ids,
+            using,
+        )
+
+    # -- logging helpers --------------------------------------------------------------------
+
+    def _extra(self, task: ClaimedTask, state: str) -> dict[str, object]:
+        return {
+            "task_id": task.task_id,
+            "callable_path": task.callable_path,
+            "queue": task.queue_name,
+            "worker_id": self.worker_id,
+            "state": state,
+            "attempt": task.attempt_number,
+        }
+
+    def _log(self, level: int, event: str, task: ClaimedTask, state: str, detail: str = "") -> None:
+        if not logger.isEnabledFor(level):
+            return
+        logger.log(
+            level,
+            "%s task_id=%s callable=%s queue=%s worker_id=%s attempt=%s%s",
+            event,
+            task.task_id,
+            task.callable_path,
+            task.queue_name,
+            self.worker_id,
+            task.attempt_number,
+            f" {detail}" if detail else "",
+            extra=self._extra(task, state),
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.shutdown.install(self.wake)
+        faults.install()
+        queues = ",".join(self.queues) if self.queues is not None else "*"
+        transitions.register_lease(
+            self.worker_id,
+            socket.gethostname(),
+            os.getpid(),
+            self.queues,
+            self.runner.name,
+            self.runner.concurrency,
+            float(self.conf.WORKER_LEASE_SECONDS),
+            self.using,
+        )
+        self.lease.start()
+        if self.listener.supported:
+            self.listener.start()
+        worker_metrics.set_worker_info(
+            self.worker_id, self.runner.name, queues, self.runner.concurrency
+        )
+        try:
+            port = worker_metrics.start_exporter()
+            if port is not None:
+                logger.info("worker metrics on port %s", port, extra={"worker_id": self.worker_id})
+        except OSError as exc:
+            logger.error("%s", exc, extra={"worker_id": self.worker_id})
+        logger.info(
+            "worker starting worker_id=%s queues=%s runner=%s concurrency=%s",
+            self.worker_id,
+            queues,
+            self.runner.name,
+            self.runner.concurrency,
+            extra={"worker_id": self.worker_id, "queue": queues},
+        )
+        sdnotify.status(f"starting {self.runner.name} runner")
+        try:
+            self.runner.start()
+        except RunnerUnavailable as exc:
+            worker_metrics.set_ray_connected(False)
+            logger.error("%s", exc, extra={"worker_id": self.worker_id})
+            self._stop_threads()
+            transitions.release_lease(self.worker_id, self.using)
+            return EXIT_STARTUP_FAILED
+        # ray.init() installs its own SIGTERM handler (it exits at once); ours must win.
+        self.shutdown.install(self.wake)
+        worker_metrics.set_ray_connected(True)
+        sdnotify.ready(self._status_line())
+        logger.info(
+            "worker ready worker_id=%s queues=%s",
+            self.worker_id,
+            queues,
+            extra={"worker_id": self.worker_id, "queue": queues},
+        )
+        code = self._main_loop()
+        return self._finish(code)
+
+    def _status_line(self) -> str:
+        s = self.stats
+        return (
+            f"{self.runner.name}: {len(self.runner.in_flight_ids())} in flight, "
+            f"{s.succeeded} ok, {s.failed} failed, {s.retried} retried, {s.lost} lost"
+        )
+
+    def _main_loop(self) -> int:
+        last_status = 0.0
+        idle_since = time.monotonic()
+        while not self.shutdown.requested:
+            faults.maybe_hang()
+            if self.lease.lost.is_set():
+                worker_metrics.record_lease_lost()
+                logger.error(
+                    "stopping: lease lost, rows may have been recovered by another worker",
+                    extra={"worker_id": self.worker_id},
+                )
+                self.runner.interrupt_all()
+                return EXIT_LEASE_LOST
+            progressed = self.iterate()
+            now = time.monotonic()
+            if progressed:
+                sdnotify.watchdog()
+            if now - last_status > 2.0:
+                sdnotify.status(self._status_line())
+                last_status = now
+            if self.max_tasks is not None and self._done_count() >= self.max_tasks:
+                logger.info("processed %s tasks (--max-tasks); stopping", self._done_count())
+                self.shutdown.request("max-tasks")
+            if self.runner.in_flight_ids() or self._more_work:
+                idle_since = now
+            elif self.idle_exit is not None and now - idle_since >= self.idle_exit:
+                logger.info("idle for %.1fs (--idle-exit); stopping", self.idle_exit)
+                self.shutdown.request("idle-exit")
+        return EXIT_OK
+
+    def _done_count(self) -> int:
+        s = self.stats
+        return (
+            s.succeeded + s.failed + s.cancelled + (s.lost - s.retried if s.lost > s.retried else 0)
+        )
+
+    def iterate(self) -> bool:
+        """One pass: outcomes, cancellations, recovery, claims, then wait. True if it completed."""
+        try:
+            if self._unrecorded:
+                self._record([])
+            if self.runner.in_flight_ids():
+                timeout = 0.0 if self._more_work and self.runner.free_slots() else 0.05
+                self._record(self._wait_runner(timeout))
+            now = time.monotonic()
+            if self.listener.cancel.is_set() or now - self._last_cancel_check > 1.0:
+                self.listener.cancel.clear()
+                self._process_cancellations()
+                self._last_cancel_check = now
+            if now - self._last_recovery > float(self.conf.WORKER_HEARTBEAT_SECONDS):
+                self._recover()
+                self._last_recovery = now
+            self._claim()
+            worker_metrics.set_in_flight(len(self.runner.in_flight_ids()))
+            if not self.runner.in_flight_ids() and not self._more_work:
+                # Idle: sleep until NOTIFY (or the fallback poll) wakes us.
+                self.wake.wait(self._idle_wait())
+            self._db_ok = True
+            worker_metrics.record_loop_iteration()
+            return True
+        except (DatabaseError, InterfaceError) as exc:
+            if self._db_ok:
+                logger.warning(
+                    "database unavailable (%s); outcomes kept in memory, retrying",
+                    exc,
+                    extra={"worker_id": self.worker_id},
+                )
+            self._db_ok = False
+            connections[self.using].close()
+            time.sleep(0.5)
+            return False
+
+    def _idle_wait(self) -> float:
+        poll = float(self.conf.POLL_INTERVAL_SECONDS)
+        if not self.listener.supported or not self.listener.connected.is_set():
+            return poll
+        # With LISTEN, wake-ups are pushed; the poll is a slow safety net (and catches run_after).
+        return poll
+
+    def _wait_runner(self, timeout: float) -> Finished:
+        try:
+            return self.runner.wait(timeout)
+        except RunnerUnavailable:
+            raise
+        except Exception as exc:
+            return self._ray_connection_lost(exc)
+
+    def _ray_connection_lost(self, exc: Exception) -> Finished:
+        lost: Finished = []
+        mark = getattr(self.runner, "mark_connection_lost", None)
+        if mark is None:
+            raise exc
+        logger.warning(
+            "lost the connection to Ray (%s: %s); in-flight attempts go through the retry path",
+            type(exc).__name__,
+            exc,
+            extra={"worker_id": self.worker_id},
+        )
+        worker_metrics.set_ray_connected(False)
+        lost = mark()
+        self._reconnect_runner()
+        return lost
+
+    def _reconnect_runner(self) -> None:
+        backoff = 0.5
+        while not self.shutdown.requested and not self.lease.lost.is_set():
+            try:
+                self.runner.stop()
+            except Exception:
+                logger.debug("runner stop failed during reconnect", exc_info=True)
+            try:
+                self.runner.start()
+                self.shutdown.install(self.wake)
+                worker_metrics.record_ray_reconnect()
+                logger.warning("reconnected to Ray", extra={"worker_id": self.worker_id})
+                return
+            except RunnerUnavailable as exc:
+                logger.warning("Ray still unavailable (%s); retrying in %.1fs", exc, backoff)
+                sdnotify.watchdog()  # the loop is alive; it is Ray that is down
+                self.shutdown.event.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _claim(self) -> None:
+        free = self.runner.free_slots()
+        now = time.monotonic()
+        woken = self.wake.is_set()
+        if free <= 0 or self.shutdown.requested:
+            return
+        if not (
+            woken or self._more_work or now - self._last_poll >= self.conf.POLL_INTERVAL_SECONDS
+        ):
+            return
+        self.wake.clear()
+        self._last_poll = now
+        limit = min(free, int(self.conf.CLAIM_BATCH_SIZE))
+        tasks = transitions.claim(self.worker_id, self.queues, limit, self.using)
+        self._more_work = len(tasks) == limit
+        if not tasks:
+            return
+        self.stats.claimed += len(tasks)
+        worker_metrics.record_claim_batch()
+        for task in tasks:
+            worker_metrics.record_claimed(task.queue_name)
+            worker_metrics.record_started(
+                task.queue_name, (task.started_at - task.run_after).total_seconds()
+            )
+            self._log(logging.INFO, "claimed", task, "RUNNING")
+        self.runner.submit(tasks)
+
+    def _record(self, finished: Finished) -> None:
+        batch = self._unrecorded + finished
+        if not batch:
+            return
+        self._unrecorded = batch  # kept until the write succeeds (the database may be down)
+        report = transitions.record_outcomes(
+            self.worker_id, batch, self.using, store_result=store_if_oversized
+        )
+        self._unrecorded = []
+        for plan in report.planned:
+            task, outcome = plan.task, plan.outcome
+            new_state = report.states.get(task.id)
+            if new_state is None:
+                self._log(
+                    logging.WARNING,
+                    "outcome discarded (row no longer owned by this worker; lease lost or "
+                    "recovered elsewhere)",
+                    task,
+                    str(plan.state),
+                )
+                continue
+            self._log_outcome(task, outcome, new_state, plan.delay)
+
+    def _log_outcome(self, task: ClaimedTask, outcome: Outcome, state: str, delay: float) -> None:
+        worker_metrics.record_finished(
+            task.queue_name, _metric_outcome(outcome, state), outcome.duration_seconds
+        )
+        duration = f" duration={outcome.duration_seconds:.3f}s" if outcome.duration_seconds else ""
+        if state == "SUCCEEDED":
+            self.stats.succeeded += 1
+            self._log(logging.INFO, "succeeded", task, state, duration.strip())
+            return
+        if state == "CANCELLED":
+            self.stats.cancelled += 1
+            self._log(logging.INFO, "cancelled", task, state)
+            return
+        error = f"error={outcome.error_class_path}: {outcome.error_message}"
+        if outcome.kind is OutcomeKind.INTERRUPTED:
+            self.stats.retried += 1
+            self._log(logging.WARNING, "interrupted, requeued", task, state)
+            return
+        if outcome.kind is OutcomeKind.LOST:
+            self.stats.lost += 1
+        else:
+            self.stats.failed += 1
+        if state == "QUEUED":
+            self.stats.retried += 1
+            self._log(
+                logging.WARNING,
+                "failed, will retry",
+                task,
+                state,
+                f"next_run_after=+{delay:.1f}s {error}",
+            )
+        else:
+            self._log(logging.ERROR, "failed permanently", task, state, error)
+
+    def _process_cancellations(self) -> None:
+        wanted = transitions.cancelling_rows(self.worker_id, self.using)
+        if not wanted:
+            return
+        in_flight = set(self.runner.in_flight_ids())
+        running = [i for i in wanted if i in in_flight]
+        if running:
+            logger.info(
+                "cancelling %s running task(s): ids=%s",
+                len(running),
+                running,
+                extra={"worker_id": self.worker_id},
+            )
+            self.runner.cancel(running)
+
+    def _recover(self) -> None:
+        report = transitions.detect_stuck_tasks(
+            float(self.conf.STUCK_TASK_TIMEOUT_SECONDS), using=self.using
+        )
+        for worker_id in report.expired_leases:
+            logger.warning(
+                "lease of worker_id=%s expired; its rows are now recoverable",
+                worker_id,
+                extra={"worker_id": worker_id},
+            )
+        recovered = len(report.lost) + len(report.cancelled)
+        if recovered:
+            self.stats.recovered += recovered
+            logger.warning(
+                "recovered %s orphaned row(s): %s lost (%s requeued), %s cancelled",
+                recovered,
+                len(report.lost),
+                len(report.requeued),
+                len(report.cancelled),
+                extra={"worker_id": self.worker_id},
+            )
+
+    def _finish(self, code: int) -> int:
+        sdnotify.stopping(f"stopping: {self.shutdown.signal_name or 'exit'}")
+        grace = float(self.conf.SHUTDOWN_GRACE_SECONDS)
+        deadline = time.monotonic() + grace
+        if code == EXIT_OK:
+            released = self.runner.release()
+            if released:
+                self._safe_record(released)
+            while self.runner.in_flight_ids() and time.monotonic() < deadline:
+                try:
+                    self._record(self._wait_runner(min(0.2, max(0.0, deadline - time.monotonic()))))
+                except (DatabaseError, InterfaceError):
+                    time.sleep(0.2)
+            leftover = self.runner.interrupt_all()
+            if leftover:
+                logger.warning(
+                    "grace period (%ss) over: requeueing %s in-flight task(s)",
+                    grace,
+                    len(leftover),
+                    extra={"worker_id": self.worker_id},
+                )
+            self._safe_record(leftover)
+        self._stop_threads()
+        try:
+            self.runner.stop()
+        except Exception:
+            logger.debug("runner stop failed", exc_info=True)
+        try:
+            transitions.release_lease(self.worker_id, self.using)
+        except DatabaseError as exc:
+            logger.warning("could not release the lease (%s); it will expire", exc)
+        logger.info(
+            "worker stopped worker_id=%s exit=%s %s",
+            self.worker_id,
+            code,
+            self._status_line(),
+            extra={"worker_id": self.worker_id},
+        )
+        return code
+
+    def _safe_record(self, finished: Finished) -> None:
+        for _ in range(10):
+            try:
+                self._record(finished)
+                return
+            except (DatabaseError, InterfaceError) as exc:
+                logger.warning("recording outcomes at shutdown failed (%s); retrying", exc)
+                connections[self.using].close()
+                finished = []
+                time.sleep(0.5)
+
+    def _stop_threads(self) -> None:
+        self.lease.stop()
+        self.listener.stop()
+        worker_metrics.stop_exporter()
+
+
+def _metric_outcome(outcome: Outcome, state: str) -> str:
+    """The ``outcome`` label of ``django_ray_worker_tasks_completed_total`` for a recorded row."""
+    if state == "SUCCEEDED":
+        return "succeeded"
+    if state == "CANCELLED":
+        return "cancelled"
+    if outcome.kind is OutcomeKind.INTERRUPTED:
+        return "interrupted"
+    if outcome.kind is OutcomeKind.LOST:
+        return "lost"
+    return "retried" if state == "QUEUED" else "failed"

@@ -1,0 +1,157 @@
+"""The worker process's exporter and oversized results, through real worker processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from django_ray import results
+from django_ray.models import RayTaskExecution, TaskState
+from django_ray.results import ResultReferenceError
+from django_ray.testing.postgres import free_port
+from django_ray.testing.promtool import find_promtool
+from tests import tasks
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    promtool = find_promtool()
+    if promtool:
+        lint = subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, text=True
+        )
+        assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_worker_exports_its_own_metrics(start_worker) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    for i in range(4):
+        tasks.add.enqueue(i, i)
+    tasks.fail_permanent.enqueue()
+    tasks.fail_always.using(queue_name="other").enqueue("again")  # retried, then FAILED
+    worker = start_worker(
+        "--sync",
+        "--all-queues",
+        "--worker-id",
+        "metrics-worker",
+        env={"DJANGO_RAY_TEST_SETTINGS": json.dumps({"WORKER_METRICS_PORT": port})},
+    )
+    terminal = (TaskState.SUCCEEDED, TaskState.FAILED)
+    wait_until(
+        lambda: RayTaskExecution.objects.exclude(state__in=terminal).count() == 0,
+        60,
+        explain=worker.log,
+    )
+    worker.wait_for_log("worker metrics on port")
+    s = _scrape(port)
+    info = [k for k in s if k[0] == "django_ray_worker_info"]
+    assert dict(info[0][1])["worker_id"] == "metrics-worker"
+    assert s[("django_ray_worker_tasks_claimed_total", (("queue", "default"),))] == 5
+    assert s[("django_ray_worker_tasks_claimed_total", (("queue", "other"),))] == 3  # 3 attempts
+    completed = {k[1]: v for k, v in s.items() if k[0] == "django_ray_worker_tasks_completed_total"}
+    assert completed[(("outcome", "succeeded"), ("queue", "default"))] == 4
+    assert completed[(("outcome", "failed"), ("queue", "default"))] == 1
+    assert completed[(("outcome", "retried"), ("queue", "other"))] == 2
+    assert completed[(("outcome", "failed"), ("queue", "other"))] == 1
+    assert s[("django_ray_worker_task_duration_seconds_count", (("queue", "default"),))] == 5
+    assert s[("django_ray_worker_task_queue_wait_seconds_count", (("queue", "other"),))] == 3
+    assert s[("django_ray_worker_tasks_in_flight", ())] == 0
+    assert s[("django_ray_worker_ray_connected", ())] == 1
+    assert s[("django_ray_worker_loop_iterations_total", ())] > 0
+    assert s[("django_ray_worker_last_loop_success_timestamp_seconds", ())] > 0
+    assert worker.stop() == 0, worker.log()
+
+
+BIG_VALUE = "x" * 5000
+
+
+@pytest.fixture
+def s3_endpoint() -> Iterator[str]:
+    pytest.importorskip("boto3")
+    from django_ray.testing.objectstores import running_s3
+
+    with running_s3() as server:
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=server.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket="results")
+        yield server.endpoint_url
+
+
+def _storage_settings(kind: str, tmp_path: Path, s3: str | None) -> dict[str, Any]:
+    if kind == "filesystem":
+        return {
+            "RESULT_STORAGE_BACKEND": "filesystem",
+            "RESULT_STORAGE_FILESYSTEM_PATH": str(tmp_path / "results"),
+        }
+    if kind == "s3":
+        return {
+            "RESULT_STORAGE_BACKEND": "s3",
+            "RESULT_STORAGE_S3": {
+                "BUCKET": "results",
+                "ENDPOINT_URL": s3,
+                "REGION": "us-east-1",
+                "ACCESS_KEY_ID": "testing",
+                "SECRET_ACCESS_KEY": "testing",
+            },
+        }
+    return {"RESULT_STORAGE_BACKEND": "digest"}
+
+
+@pytest.mark.parametrize("kind", ["digest", "filesystem", "s3"])
+def test_oversized_results_are_stored_by_reference_and_rehydrated(
+    kind: str, start_worker, settings, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:  # type: ignore[no-untyped-def]
+    s3 = request.getfixturevalue("s3_endpoint") if kind == "s3" else None
+    storage = {"MAX_RESULT_SIZE_BYTES": 1000, **_storage_settings(kind, tmp_path, s3)}
+    small = tasks.add.enqueue(2, 3)
+    big = tasks.echo.enqueue(BIG_VALUE)
+    worker = start_worker(
+        "--sync", "--idle-exit", "1", env={"DJANGO_RAY_TEST_SETTINGS": json.dumps(storage)}
+    )
+    assert worker.wait(120) == 0, worker.log()
+    settings.DJANGO_RAY = {**settings.DJANGO_RAY, **storage}
+    results._cache.clear()
+
+    row = RayTaskExecution.objects.get(task_id=big.id)
+    assert row.state == TaskState.SUCCEEDED
+    assert row.result_data is None
+    scheme = {"digest": "oversize://", "filesystem": "resultfs://", "s3": "s3://results/"}[kind]
+    assert row.result_reference.startswith(scheme)
+    small_row = RayTaskExecution.objects.get(task_id=small.id)
+    assert small_row.result_data == 5 and small_row.result_reference is None
+
+    backend = tasks.echo.get_backend()
+    if kind == "digest":
+        # Metadata only: reading the value says why it is gone and what to configure.
+        with pytest.raises(ResultReferenceError, match="digest-only"):
+            backend.get_result(big.id)
+        return
+    assert backend.get_result(big.id).return_value == {"args": [BIG_VALUE], "kwargs": {}}
+    if kind == "filesystem":
+        # Tamper with the stored payload: the reader refuses it.
+        path = next((tmp_path / "results").rglob("*.json"))
+        path.write_bytes(path.read_bytes().replace(b"xxx", b"yyy", 1))
+        with pytest.raises(ResultReferenceError, match="was modified"):
+            backend.get_result(big.id)

@@ -1,0 +1,102 @@
+"""Settings for the test suite: a real throwaway PostgreSQL server, started once per run.
+
+The pytest process starts the server when this module is first imported and exports its
+address in ``DJANGO_RAY_TEST_PG``; worker processes spawned by tests inherit that variable and
+connect to the same server instead of starting their own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+if not os.environ.get("DJANGO_RAY_TEST_PG"):
+    from django_ray.testing.postgres import create_server, destroy_server
+
+    _server = create_server()
+    os.environ["DJANGO_RAY_TEST_PG"] = f"{_server.host}:{_server.port}"
+    atexit.register(destroy_server, _server)
+
+_pg_host, _pg_port = os.environ["DJANGO_RAY_TEST_PG"].rsplit(":", 1)
+
+SECRET_KEY = "django-ray-tests-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_ray",
+    "tests",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ.get("DJANGO_RAY_TEST_DB", "test_django_ray"),
+        "USER": "postgres",
+        "HOST": _pg_host,
+        "PORT": _pg_port,
+        "TEST": {"NAME": "test_django_ray"},
+    }
+}
+
+TASKS = {
+    "default": {
+        "BACKEND": "django_ray.backends.RayTaskBackend",
+        "QUEUES": ["default", "other", "slow"],
+    }
+}
+
+DJANGO_RAY = {
+    "MAX_TASK_ATTEMPTS": 3,
+    "RETRY_BACKOFF_SECONDS": 0.05,
+    "RETRY_JITTER": 0.1,
+    "RETRY_EXCEPTION_DENYLIST": ["tests.tasks.PermanentError"],
+    "WORKER_HEARTBEAT_SECONDS": 1.0,
+    "WORKER_LEASE_SECONDS": 5.0,
+    "STUCK_TASK_TIMEOUT_SECONDS": 3.0,
+    "POLL_INTERVAL_SECONDS": 0.5,
+    "SHUTDOWN_GRACE_SECONDS": 10.0,
+    "RAY_NUM_CPUS": 2,
+    "RUNNER": "ray_core",
+}
+
+# Subprocess workers of a test can get extra DJANGO_RAY keys (JSON) through the environment.
+DJANGO_RAY.update(json.loads(os.environ.get("DJANGO_RAY_TEST_SETTINGS", "{}")))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_ray": {"handlers": ["stderr"], "level": "INFO", "propagate": False}},
+}

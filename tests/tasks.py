@@ -1,0 +1,116 @@
+"""Tasks the test suite enqueues. They record what they saw in ``TaskProbe`` rows."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from django.tasks import task
+from django.tasks.base import TaskContext
+
+
+class PermanentError(Exception):
+    """Listed in RETRY_EXCEPTION_DENYLIST: never retried."""
+
+
+class VeryPermanentError(PermanentError):
+    """A subclass of a denylisted exception: also never retried."""
+
+
+class FlakyError(Exception):
+    pass
+
+
+def _probe(name: str, **data: Any) -> None:
+    from tests.models import TaskProbe
+
+    TaskProbe.objects.create(name=name, pid=os.getpid(), data=data)
+
+
+@task
+def noop() -> None:
+    return None
+
+
+@task
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@task
+def record(marker: str) -> str:
+    _probe(marker)
+    return marker
+
+
+@task(priority=10)
+def record_high(marker: str) -> str:
+    _probe(marker)
+    return marker
+
+
+@task
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@task
+def fail_always(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+@task
+def fail_permanent() -> None:
+    raise PermanentError("do not retry me")
+
+
+@task
+def fail_subclass_permanent() -> None:
+    raise VeryPermanentError("do not retry me either")
+
+
+@task(takes_context=True)
+def flaky(context: TaskContext, succeed_on: int) -> dict[str, Any]:
+    """Fails until attempt ``succeed_on``, then returns what the context said."""
+    attempt = context.attempt
+    _probe("flaky", attempt=attempt, worker_ids=context.task_result.worker_ids)
+    if attempt < succeed_on:
+        raise FlakyError(f"attempt {attempt} fails")
+    return {"attempt": attempt, "task_id": context.task_result.id}
+
+
+@task
+async def async_add(a: int, b: int) -> int:
+    await asyncio.sleep(0.01)
+    return a + b
+
+
+@task
+def returns_object() -> Any:
+    return object()
+
+
+@task
+def returns_set() -> Any:
+    return {1, 2, 3}
+
+
+@task
+def sleep_for(seconds: float, marker: str = "") -> float:
+    started = time.time()
+    while time.time() - started < seconds:
+        time.sleep(0.02)
+    if marker:
+        _probe(marker)
+    return seconds
+
+
+@task
+def big_result(size: int) -> str:
+    return "x" * size
+
+
+def not_a_task() -> None:
+    """A plain function: enqueueing its path directly must fail clearly."""
