@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import sys
@@ -41,11 +42,42 @@ def upstream_version() -> str:
     return match.group(1)
 
 
+def build_root() -> list[Path]:
+    """Lower dirs of the Debian 13 build root (cached): the lintian layer over the base."""
+    base = nspawn.base_root()
+    return [nspawn.layer("debbuild", [base], BUILD_LAYER_SCRIPT), base]
+
+
+def lintian(deb: Path, *, stream: bool = True) -> str:
+    """Run trixie's lintian on ``deb`` in the build root; its output. Raises on any E:/W: tag.
+
+    Overrides (each justified) are in packaging/debian/lintian-overrides, shipped in the .deb.
+    """
+    work = nspawn.CACHE / "run" / f"lintian-{os.getpid()}-{int(time.time())}"
+    started = time.monotonic()
+    try:
+        with nspawn.overlay(build_root(), work) as root:
+            result = nspawn.run_in_root(
+                root,
+                f"lintian --fail-on error,warning --display-info /deb/{deb.name}",
+                network=False,
+                binds_ro=[(deb.resolve().parent, "/deb")],
+                stream=stream,
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    nspawn.log(f"lintian clean on {deb.name} in {time.monotonic() - started:.0f} s")
+    return result.stdout
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dist", type=Path, default=ROOT / "dist")
     parser.add_argument("--revision", default="1", help="Debian revision (default 1)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--no-lintian", action="store_true", help="skip lintian (the tests run it separately)"
+    )
     args = parser.parse_args()
     reason = nspawn.unavailable_reason()
     if reason:
@@ -60,24 +92,24 @@ def main() -> int:
     started = time.monotonic()
     wheelhouse = nspawn.CACHE / "wheelhouse"
     pyplatform.wheelhouse(sys.executable, wheelhouse)
-    base = nspawn.base_root()
-    build_layer = nspawn.layer("debbuild", [base], BUILD_LAYER_SCRIPT)
+    lowers = build_root()
     work = nspawn.CACHE / "run" / f"debbuild-{int(time.time())}"
     deb = args.dist / f"django-ray_{version}_amd64.deb"
     deb.unlink(missing_ok=True)
     nspawn.log(f"building {deb.name} in the Debian 13 build root (offline)")
     try:
-        with nspawn.overlay([build_layer, base], work) as root:
-            result = nspawn.run_in_root(
+        with nspawn.overlay(lowers, work) as root:
+            nspawn.run_in_root(
                 root,
                 f"bash /src/packaging/debian/build-in-root.sh {version}",
                 network=False,
                 binds_ro=[(ROOT, "/src"), (wheelhouse, "/wheelhouse")],
                 binds=[(args.dist.resolve(), "/dist")],
             )
-            print(result.stdout, end="")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if not args.no_lintian:
+        lintian(deb)
     summary = {
         "deb": str(deb),
         "version": version,

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Runs INSIDE the Debian 13 build root (systemd-nspawn, no network): builds the venv with the
 # target's /usr/bin/python3.13 from the hashed lock and the local wheelhouse, stages the
-# package tree and builds the .deb with the target's dpkg-deb, then runs lintian.
+# package tree and builds the .deb with the target's dpkg-deb (lintian: build_deb.py).
 # Mounts: /src (repo, read-only), /wheelhouse (read-only), /dist (django-ray wheel in, .deb out).
 set -euo pipefail
 VERSION="$1"          # Debian version, e.g. 0.1.0-1
@@ -32,6 +32,10 @@ cp -a "$PREFIX" "$PKG/opt/"
 mkdir -p "$PKG$PREFIX/example"
 (cd /src/example && tar --exclude=__pycache__ --exclude='*.sqlite3' --exclude='*.pyc' -cf - .) \
     | tar -xf - -C "$PKG$PREFIX/example"
+# manage.py runs with the package's interpreter (operators normally use `django-ray`).
+if [ -f "$PKG$PREFIX/example/manage.py" ]; then
+    sed -i "1s|^#!.*python.*|#!$PREFIX/venv/bin/python|" "$PKG$PREFIX/example/manage.py"
+fi
 "$PREFIX/venv/bin/python" -m compileall -q -d "$PREFIX/example" "$PKG$PREFIX/example" >/dev/null || true
 ln -s "$PREFIX/venv/bin/django-ray" "$PKG/usr/bin/django-ray"
 mkdir -p "$PKG/usr/share/man/man1"
@@ -62,13 +66,7 @@ chmod 0644 "$PKG/DEBIAN/md5sums" "$PKG/DEBIAN/control"
 
 step "dpkg-deb (installed size $((size / 1024)) MiB)"
 out="/dist/django-ray_${VERSION}_amd64.deb"
+# gzip: ~4x faster than xz on this ~450 MiB tree for ~25% more bytes; lintian rejects zstd.
 SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(date +%s)}" \
-    dpkg-deb --root-owner-group -Zxz -z6 --build "$PKG" "$out" >/dev/null
+    dpkg-deb --root-owner-group -Zgzip -z6 --build "$PKG" "$out" >/dev/null
 step "built $out ($(du -h "$out" | cut -f1))"
-
-if command -v lintian >/dev/null; then
-    step "lintian"
-    lintian --fail-on error,warning --display-info --suppress-tags-from-file /dev/null "$out" \
-        | tee /dist/lintian.txt
-    step "lintian clean (overrides: /usr/share/lintian/overrides/django-ray)"
-fi

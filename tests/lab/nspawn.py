@@ -228,9 +228,11 @@ def run_in_root(
     binds: Sequence[tuple[Path, str]] = (),
     binds_ro: Sequence[tuple[Path, str]] = (),
     timeout: float = 1800,
+    stream: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a bash ``script`` in ``root`` with ``systemd-nspawn`` (no boot), streaming its output.
+    """Run a bash ``script`` in ``root`` with ``systemd-nspawn`` (no boot).
 
+    Output is collected (``.stdout``) and, with ``stream``, echoed to stderr as it comes.
     ``network=False`` gives the script a private network namespace with only loopback (offline).
     """
     machine = f"lab-run-{os.getpid()}-{time.monotonic_ns() % 100000}"
@@ -252,23 +254,37 @@ def run_in_root(
     cmd += [f"--bind={src}:{dst}" for src, dst in binds]
     cmd += [f"--bind-ro={src}:{dst}" for src, dst in binds_ro]
     cmd += ["/bin/bash", "-euo", "pipefail", "-c", script]
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    proc = subprocess.Popen(
+        cmd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_own_cgroup(machine),
+        env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"},
+    )
     try:
-        result = subprocess.run(
-            cmd,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-            preexec_fn=_own_cgroup(machine),
-            env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"},
-        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            # nspawn cannot remove its propagate dir here and says so; _remove_propagate does.
+            if "nspawn/propagate" in line:
+                continue
+            lines.append(line)
+            if stream and not line.startswith(("I: ", "N: ")):
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise LabError(f"script in {root} ran longer than {timeout:.0f} s")
+        returncode = proc.wait()
     finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         _remove_propagate(machine)
         _remove_cgroup(machine)
-    # nspawn cannot remove its propagate dir here and says so; _remove_propagate does it.
-    result.stdout = "\n".join(
-        line for line in result.stdout.splitlines() if "nspawn/propagate" not in line
-    )
+    result = subprocess.CompletedProcess(cmd, returncode, "".join(lines), None)
     if result.returncode != 0:
         raise LabError(
             f"script failed in {root} (exit {result.returncode}):\n{result.stdout[-4000:]}"

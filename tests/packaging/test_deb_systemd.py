@@ -16,6 +16,8 @@ import os
 import re
 import shlex
 import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +28,9 @@ import pytest
 from tests.lab import nspawn
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "packaging"))
+import build_deb  # noqa: E402
+
 DIST = ROOT / "dist"
 REASON = nspawn.unavailable_reason()
 if REASON and os.environ.get("DJANGO_RAY_REQUIRE_LAB") == "1":
@@ -33,6 +38,8 @@ if REASON and os.environ.get("DJANGO_RAY_REQUIRE_LAB") == "1":
 pytestmark = [
     pytest.mark.packaging,
     pytest.mark.slow,
+    # The first test builds the .deb (several minutes on a cold machine) and boots the host.
+    pytest.mark.timeout(1500),
     pytest.mark.skipif(REASON is not None, reason=f"cannot boot containers: {REASON}"),
 ]
 
@@ -49,7 +56,8 @@ PG_LAYER_SCRIPT = """
 mkdir -p /etc/postgresql-common
 echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.conf
 apt-get update -qq
-apt-get install -y -qq postgresql >/dev/null
+apt-get install -y -qq postgresql supervisor >/dev/null
+systemctl disable supervisor.service
 apt-get clean
 rm -rf /var/lib/apt/lists/*
 """
@@ -76,7 +84,9 @@ def built_deb() -> Path:
     if debs and debs[-1].stat().st_mtime > _inputs_mtime():
         return debs[-1]
     nspawn.log("building the .deb with packaging/build.sh (inputs changed or none built)")
-    subprocess.run(["bash", str(ROOT / "packaging" / "build.sh")], check=True, cwd=ROOT)
+    subprocess.run(
+        ["bash", str(ROOT / "packaging" / "build.sh"), "--no-lintian"], check=True, cwd=ROOT
+    )
     debs = sorted(DIST.glob("django-ray_*_amd64.deb"))
     assert debs, "packaging/build.sh built no .deb"
     return debs[-1]
@@ -87,8 +97,34 @@ def deb() -> Path:
     return built_deb()
 
 
+class Lintian(threading.Thread):
+    """lintian on the .deb in the build root, beside the container tests (it takes minutes)."""
+
+    def __init__(self, deb: Path) -> None:
+        super().__init__(daemon=True)
+        self.deb = deb
+        self.output = ""
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            self.output = build_deb.lintian(self.deb, stream=False)
+        except BaseException as error:  # reported by test_lintian_clean
+            self.error = error
+        self.seconds = time.monotonic() - started
+
+
 @pytest.fixture(scope="module")
-def host(deb: Path) -> Iterator[nspawn.Host]:
+def lintian_run(deb: Path) -> Lintian:
+    run = Lintian(deb)
+    run.start()
+    return run
+
+
+@pytest.fixture(scope="module")
+def host(deb: Path, lintian_run: Lintian) -> Iterator[nspawn.Host]:
     base = nspawn.base_root()
     pg = nspawn.layer("postgres", [base], PG_LAYER_SCRIPT)
     lab = nspawn.Lab("dp" + uuid.uuid4().hex[:5])
@@ -281,6 +317,20 @@ def test_restart_keeps_tasks_flowing(host: nspawn.Host) -> None:
     assert "Failed with result" not in journal, journal[-3000:]
 
 
+def test_web_serves_metrics(host: nspawn.Host) -> None:
+    """gunicorn (Type=notify) serves the project; /api/metrics has the runbook's series."""
+    sh(host, "systemctl start django-ray-web.service", timeout=120)
+    body = wait_for(
+        host,
+        "curl -fsS -m 5 http://127.0.0.1:8000/api/metrics",
+        60,
+        "gunicorn to answer /api/metrics",
+    )
+    for series in ("django_ray_tasks_queued", "django_ray_tasks_running", "django_ray_tasks_total"):
+        assert series in body, body[:2000]
+    assert re.search(r'django_ray_tasks_total\{state="SUCCESSFUL"\} [1-9]', body), body[:3000]
+
+
 def test_watchdog_kills_hung_worker(host: nspawn.Host) -> None:
     """SIGUSR2 (test-only fault switch) hangs the loop: pings stop, systemd kills + restarts."""
     sh(
@@ -324,6 +374,29 @@ def test_graceful_stop_exits_zero(host: nspawn.Host) -> None:
     assert "Result=success" in show and "ExecMainStatus=0" in show, show
 
 
+def test_supervisor_runs_the_same_processes(host: nspawn.Host) -> None:
+    """Hosts without systemd: the shipped supervisor config runs Ray, web and a worker."""
+    sh(host, "systemctl stop django-ray-web 'django-ray-worker@*' ray-head", timeout=120)
+    sh(
+        host,
+        "cp /usr/share/django-ray/supervisor-django-ray.conf /etc/supervisor/conf.d/django-ray.conf"
+        " && systemctl start supervisor.service",
+    )
+    wait_for(
+        host,
+        "supervisorctl status django-ray:* | grep -c RUNNING | grep -qx 3",
+        120,
+        "the three supervisor programs to be RUNNING",
+    )
+    wait_tasks_done(host, enqueue(host, 3, 400))
+    body = wait_for(
+        host, "curl -fsS -m 5 http://127.0.0.1:8000/api/metrics", 60, "gunicorn under supervisor"
+    )
+    assert "django_ray_tasks_queued" in body
+    sh(host, "supervisorctl stop django-ray:*", timeout=120)
+    sh(host, "systemctl stop supervisor.service && rm /etc/supervisor/conf.d/django-ray.conf")
+
+
 def test_purge(host: nspawn.Host, deb: Path) -> None:
     sh(host, "systemctl enable ray-head.service django-ray-worker@default.service")
     sh(host, "DEBIAN_FRONTEND=noninteractive apt-get purge -y django-ray", timeout=300)
@@ -343,3 +416,12 @@ def test_purge(host: nspawn.Host, deb: Path) -> None:
     assert host.run("pgrep -u django-ray", check=False).stdout.strip() == ""
     # The system user stays (Debian practice; documented in docs/install-debian.md).
     assert host.run("getent passwd django-ray", check=False).returncode == 0
+
+
+def test_lintian_clean(lintian_run: Lintian) -> None:
+    """trixie's lintian: no error or warning; every override is justified in the file."""
+    lintian_run.join(timeout=1200)
+    assert not lintian_run.is_alive(), "lintian still running after 20 min"
+    assert lintian_run.error is None, str(lintian_run.error)
+    FIGURES["lintian_seconds"] = round(lintian_run.seconds, 1)
+    assert not re.search(r"^[EW]: ", lintian_run.output, re.M), lintian_run.output[-3000:]
