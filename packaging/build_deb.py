@@ -13,8 +13,10 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +50,12 @@ def build_root() -> list[Path]:
     return [nspawn.layer("debbuild", [base], BUILD_LAYER_SCRIPT), base]
 
 
-def lintian(deb: Path, *, stream: bool = True) -> str:
+def lintian(
+    deb: Path,
+    *,
+    stream: bool = True,
+    on_start: Callable[[subprocess.Popen[str]], None] | None = None,
+) -> str:
     """Run trixie's lintian on ``deb`` in the build root; its output. Raises on any E:/W: tag.
 
     Overrides (each justified) are in packaging/debian/lintian-overrides, shipped in the .deb.
@@ -63,6 +70,7 @@ def lintian(deb: Path, *, stream: bool = True) -> str:
                 network=False,
                 binds_ro=[(deb.resolve().parent, "/deb")],
                 stream=stream,
+                on_start=on_start,
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -229,10 +229,12 @@ def run_in_root(
     binds_ro: Sequence[tuple[Path, str]] = (),
     timeout: float = 1800,
     stream: bool = True,
+    on_start: Callable[[subprocess.Popen[str]], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a bash ``script`` in ``root`` with ``systemd-nspawn`` (no boot).
 
     Output is collected (``.stdout``) and, with ``stream``, echoed to stderr as it comes.
+    ``on_start`` receives the nspawn process (e.g. to stop it from another thread).
     ``network=False`` gives the script a private network namespace with only loopback (offline).
     """
     machine = f"lab-run-{os.getpid()}-{time.monotonic_ns() % 100000}"
@@ -264,6 +266,8 @@ def run_in_root(
         preexec_fn=_own_cgroup(machine),
         env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"},
     )
+    if on_start is not None:
+        on_start(proc)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:

@@ -106,21 +106,32 @@ class Lintian(threading.Thread):
         self.output = ""
         self.error: BaseException | None = None
         self.seconds = 0.0
+        self.proc: subprocess.Popen[str] | None = None
 
     def run(self) -> None:
         started = time.monotonic()
         try:
-            self.output = build_deb.lintian(self.deb, stream=False)
+            self.output = build_deb.lintian(self.deb, stream=False, on_start=self._started)
         except BaseException as error:  # reported by test_lintian_clean
             self.error = error
         self.seconds = time.monotonic() - started
 
+    def _started(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+
+    def stop(self) -> None:
+        """Stop lintian if the tests ended before it (its container and mounts go too)."""
+        if self.is_alive() and self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+        self.join(timeout=60)
+
 
 @pytest.fixture(scope="module")
-def lintian_run(deb: Path) -> Lintian:
+def lintian_run(deb: Path) -> Iterator[Lintian]:
     run = Lintian(deb)
     run.start()
-    return run
+    yield run
+    run.stop()
 
 
 @pytest.fixture(scope="module")
@@ -159,16 +170,26 @@ def wait_for(host: nspawn.Host, command: str, timeout: float, what: str) -> str:
 
 def django(host: nspawn.Host, code: str, timeout: float = 120) -> str:
     """Python in the packaged project's Django shell (as the django-ray user)."""
-    return sh(host, f"django-ray shell -c {shlex.quote(code)}", timeout=timeout)
+    return sh(host, f"django-ray shell -v 0 -c {shlex.quote(code)}", timeout=timeout)
+
+
+def marked(out: str, marker: str) -> str:
+    """The text after ``marker`` on the line printed by a shell snippet (ignores other output)."""
+    for line in out.splitlines():
+        if line.startswith(marker):
+            return line[len(marker) :]
+    raise AssertionError(f"no {marker!r} line in:\n{out}")
 
 
 def enqueue(host: nspawn.Host, count: int, offset: int) -> list[str]:
     out = django(
         host,
         "from demo.tasks import add\n"
-        f"print(' '.join(str(add.enqueue({offset} + i, 1000).id) for i in range({count})))",
+        f"print('IDS:' + ' '.join(str(add.enqueue({offset} + i, 1000).id) for i in range({count})))",
     )
-    return out.split()
+    ids = marked(out, "IDS:").split()
+    assert len(ids) == count, out
+    return ids
 
 
 def states(host: nspawn.Host, ids: list[str]) -> dict[str, str]:
@@ -176,9 +197,10 @@ def states(host: nspawn.Host, ids: list[str]) -> dict[str, str]:
         host,
         "import json\nfrom django_ray.models import RayTaskExecution as R\n"
         f"ids = {ids!r}\n"
-        "print(json.dumps({str(r.task_id): r.state for r in R.objects.filter(task_id__in=ids)}))",
+        "print('STATES:' + json.dumps("
+        "{str(r.task_id): r.state for r in R.objects.filter(task_id__in=ids)}))",
     )
-    return json.loads(out.strip().splitlines()[-1])
+    return json.loads(marked(out, "STATES:"))
 
 
 def wait_tasks_done(host: nspawn.Host, ids: list[str], timeout: float = 180) -> None:
@@ -186,13 +208,13 @@ def wait_tasks_done(host: nspawn.Host, ids: list[str], timeout: float = 180) -> 
     seen: dict[str, str] = {}
     while time.monotonic() < deadline:
         seen = states(host, ids)
-        if len(seen) == len(ids) and set(seen.values()) == {"SUCCESSFUL"}:
+        if len(seen) == len(ids) and set(seen.values()) == {"SUCCEEDED"}:
             return
         if any(s in ("FAILED", "LOST", "CANCELLED") for s in seen.values()):
             break
         time.sleep(1)
     journal = host.run("journalctl -u 'django-ray-worker@*' -n 60 --no-pager", check=False)
-    raise AssertionError(f"tasks not all SUCCESSFUL: {seen}\n{journal.stdout}")
+    raise AssertionError(f"tasks not all SUCCEEDED: {seen}\n{journal.stdout}")
 
 
 def main_pid(host: nspawn.Host, unit: str) -> int:
@@ -203,7 +225,7 @@ def test_install_offline(host: nspawn.Host, deb: Path) -> None:
     # No route out of the container: apt can only use what is on the host already.
     assert host.run("curl -sS -m 3 http://deb.debian.org/ >/dev/null", check=False).returncode != 0
     started = time.monotonic()
-    sh(host, f"DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download /root/{deb.name}")
+    sh(host, f"DEBIAN_FRONTEND=noninteractive apt-get install -y /root/{deb.name}")
     FIGURES["install_seconds"] = round(time.monotonic() - started, 1)
     FIGURES["deb_bytes"] = deb.stat().st_size
     assert sh(host, "dpkg-query -W -f '${Status}' django-ray") == "install ok installed"
@@ -328,7 +350,7 @@ def test_web_serves_metrics(host: nspawn.Host) -> None:
     )
     for series in ("django_ray_tasks_queued", "django_ray_tasks_running", "django_ray_tasks_total"):
         assert series in body, body[:2000]
-    assert re.search(r'django_ray_tasks_total\{state="SUCCESSFUL"\} [1-9]', body), body[:3000]
+    assert re.search(r'django_ray_tasks_total\{state="SUCCEEDED"\} [1-9]', body), body[:3000]
 
 
 def test_watchdog_kills_hung_worker(host: nspawn.Host) -> None:
