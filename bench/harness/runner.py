@@ -60,10 +60,7 @@ def _start_warm(ctx: Context, system: System, db: dict[str, Any], task: str) -> 
         argv = [*system.worker_argv, "--concurrency", str(slots)]
     run = system.start_worker(db, ctx.workdir, argv)
     try:
-        # Sleeping tasks first, so that every execution slot gets its process (Ray starts
-        # worker processes lazily), then the workload's own task.
-        if system.warm_slots:
-            system.enqueue(db, "sleep10", 4 * ctx.concurrency, "loop")
+        # The workload's own task: a warm-up with other tasks would skew adaptive chunking.
         system.enqueue(db, task, WARMUP if system.warm_slots else 4, "loop")
         with ctx.dbs.connect(db["name"]) as conn:
             if not _wait_drained(ctx, conn, system, run, 180):

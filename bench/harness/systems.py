@@ -116,7 +116,7 @@ class System:
     caps: dict[str, int] = field(default_factory=dict)
     note: str = ""
     ray_head: bool = False  # the harness starts a Ray head (in the worker's cgroup) per run
-    warm_slots: bool = True  # warm-up also runs 4 x concurrency 10 ms tasks (one per slot)
+    warm_slots: bool = True  # False: a 4-task warm-up instead of 16 (slow systems)
 
     @property
     def python(self) -> Path:
