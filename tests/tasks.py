@@ -153,3 +153,14 @@ def _connect_signal_probes() -> None:
 
 
 _connect_signal_probes()
+
+
+@task
+def announce_and_sleep(seconds: float, marker: str) -> float:
+    """Writes ``<marker>-started`` when the body starts and ``marker`` if it runs to the end."""
+    _probe(f"{marker}-started")
+    started = time.time()
+    while time.time() - started < seconds:
+        time.sleep(0.02)
+    _probe(marker)
+    return seconds

@@ -73,9 +73,11 @@ class RayHead:
             "--dashboard-agent-grpc-port": free_port(),
             "--runtime-env-agent-port": free_port(),
         }
-        worker_base = free_port()
-        # A narrow private worker-port range far from the ephemeral ports handed out above.
-        worker_base = 20000 + (worker_base % 20000)
+        # A narrow private worker-port range that overlaps none of the ports handed out above.
+        taken = set(ports.values())
+        worker_base = 20000 + (free_port() % 20000)
+        while any(worker_base <= port <= worker_base + 200 for port in taken):
+            worker_base = 20000 + (free_port() % 20000)
         args = [
             self.ray_bin(),
             "start",

@@ -344,6 +344,10 @@ class Worker:
         self.runner.submit(tasks)
 
     def _record(self, finished: Finished) -> None:
+        # Outcomes the executing process already wrote (Ray Jobs): only log and count them.
+        for task, outcome in [item for item in finished if item[1].recorded_state]:
+            self._log_outcome(task, outcome, str(outcome.recorded_state), 0.0)
+        finished = [item for item in finished if not item[1].recorded_state]
         batch = self._unrecorded + finished
         if not batch:
             return
@@ -418,6 +422,9 @@ class Worker:
             self.runner.cancel(running)
 
     def _recover(self) -> None:
+        reconcile = getattr(self.runner, "reconcile", None)
+        if reconcile is not None and not self.shutdown.requested:
+            reconcile(self.worker_id, self.using)  # adopt Ray Jobs of dead workers first
         report = transitions.detect_stuck_tasks(
             float(self.conf.STUCK_TASK_TIMEOUT_SECONDS), using=self.using
         )
