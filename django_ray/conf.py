@@ -168,6 +168,15 @@ SETTINGS: dict[str, Setting] = {
         nullable=True,
     ),
     "RAY_INIT_KWARGS": Setting({}, (dict,), "Extra keyword arguments for ray.init()."),
+    "RAY_JOB_PYTHON": Setting(
+        None,
+        (str,),
+        "Python that runs a Ray Job's entrypoint on the cluster (None: the worker's own).",
+        nullable=True,
+    ),
+    "RAY_JOB_RUNTIME_ENV": Setting(
+        {}, (dict,), "Extra Ray runtime_env of each Ray Job (env_vars are merged)."
+    ),
     "WORKER_METRICS_PORT": Setting(
         None,
         (int,),

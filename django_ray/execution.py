@@ -41,6 +41,13 @@ def ensure_django(settings_module: str | None, extra_sys_path: Sequence[str] = (
     _DJANGO_READY = True
 
 
+class TaskInterrupted(BaseException):
+    """Raised into a task body by whatever runs it (a timeout alarm): never the task's failure.
+
+    :func:`run_task` lets it through so the runner reports the interruption itself.
+    """
+
+
 def class_path(exc_type: type[BaseException]) -> str:
     return f"{exc_type.__module__}.{exc_type.__qualname__}"
 
@@ -155,8 +162,8 @@ def run_task(payload: dict[str, Any]) -> Outcome:
             )
         else:
             value = task.call(*payload["args"], **payload["kwargs"])
-    except KeyboardInterrupt:
-        raise  # Ray's cancellation of this process: let the runner report it.
+    except (KeyboardInterrupt, TaskInterrupted):
+        raise  # Ray's cancellation of this process or a timeout: the runner reports it.
     except BaseException as exc:
         outcome = _failure(payload, exc, retryable=not is_denylisted(exc), started=started)
         object.__setattr__(result, "status", TaskResultStatus.FAILED)

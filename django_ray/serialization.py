@@ -45,6 +45,12 @@ def check_json(value: Any, path: str) -> Any:
                     f"{path}[{key!r}]",
                     f"has a {type(key).__name__} key; JSON object keys must be strings",
                 )
+            if "\x00" in key:
+                raise NotJSONSerializable(
+                    f"{path}[{key!r}]",
+                    "is a key containing a NUL character (\\x00), which PostgreSQL jsonb "
+                    "cannot store",
+                )
             out[key] = check_json(item, f"{path}[{key!r}]")
         return out
     if isinstance(value, list | tuple):

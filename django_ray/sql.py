@@ -181,6 +181,14 @@ ORPHANS_SQL = f"""
           SELECT 1 FROM {LEASES} l
           WHERE l.worker_id = t.claimed_by_worker AND l.is_active AND l.expires_at >= now()
       )
+      -- A row with a Ray Job gets one more stuck timeout after its owner's lease ended, so
+      -- that a live worker can adopt the (maybe still running) job first.
+      AND (t.ray_job_id IS NULL OR NOT EXISTS (
+          SELECT 1 FROM {LEASES} l
+          WHERE l.worker_id = t.claimed_by_worker
+            AND LEAST(l.expires_at, COALESCE(l.stopped_at, l.expires_at))
+                > now() - make_interval(secs => %(stuck)s)
+      ))
     ORDER BY t.id
     LIMIT %(limit)s
     FOR UPDATE OF t SKIP LOCKED

@@ -19,6 +19,7 @@ warning for queues that have due work but no active worker polling them.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -48,11 +49,25 @@ def probe_ray(address: str | None, timeout: float = 2.0) -> dict[str, Any]:
             "detail": "RAY_ADDRESS=auto names no host to probe; check `ray status` on the node",
         }
     if address.startswith(("http://", "https://")):
+        from django_ray.runners.ray_job import _auth_headers
+
         url = address.rstrip("/") + "/api/version"
+        request = urllib.request.Request(url, headers=_auth_headers())
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 body = response.read(2000).decode(errors="replace")
             return {"address": address, "reachable": True, "detail": f"GET {url}: {body[:200]}"}
+        except urllib.error.HTTPError as exc:
+            hint = (
+                "; the Ray auth token is missing or wrong (RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+                if exc.code in (401, 403)
+                else ""
+            )
+            return {
+                "address": address,
+                "reachable": False,
+                "detail": f"GET {url}: HTTP {exc.code}{hint}",
+            }
         except (urllib.error.URLError, OSError) as exc:
             return {"address": address, "reachable": False, "detail": f"GET {url}: {exc}"}
     parts = urlsplit(address if "://" in address else f"tcp://{address}")
@@ -70,6 +85,30 @@ def probe_ray(address: str | None, timeout: float = 2.0) -> dict[str, Any]:
         return {"address": address, "reachable": True, "detail": f"TCP {host}:{port} accepted"}
     except OSError as exc:
         return {"address": address, "reachable": False, "detail": f"TCP {host}:{port}: {exc}"}
+
+
+def _error_line(class_path: str | None, message: str | None) -> str:
+    """``module.Error: message`` without repeating the class name the message may start with."""
+    text = (message or "").strip()
+    if not class_path:
+        return text
+    short = class_path.rsplit(".", 1)[-1]
+    if text.startswith(f"{short}:"):
+        text = text[len(short) + 1 :].strip()
+    return f"{class_path}: {text}"
+
+
+def process_state(hostname: str, pid: int) -> str:
+    """``alive``/``gone`` for a worker on this host (by pid), ``remote`` for other hosts."""
+    if hostname != socket.gethostname():
+        return "remote"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "gone"
+    except PermissionError:
+        return "alive"  # exists, owned by another user
+    return "alive"
 
 
 def _polls(lease_queues: str, queue: str) -> bool:
@@ -139,6 +178,9 @@ def collect_status(
                 "heartbeat_age_seconds": round(
                     (now - lease["last_heartbeat_at"]).total_seconds(), 1
                 ),
+                "process": process_state(lease["hostname"], lease["pid"])
+                if lease["is_active"]
+                else None,
             }
         )
     active = [row for row in lease_rows if row["status"] == "active"]
@@ -195,11 +237,9 @@ def collect_status(
             "failed_or_lost": top["total"],
             "last_hour": top["recent"],
             "latest_task_id": latest["task_id"] if latest else None,
-            "latest_error": (
-                f"{latest['error_class_path'] or ''}: {(latest['error_message'] or '').strip()}"
-                if latest
-                else None
-            ),
+            "latest_error": _error_line(latest["error_class_path"], latest["error_message"])
+            if latest
+            else None,
         }
 
     settings = ray_settings()
@@ -256,7 +296,16 @@ def _checks(
         checks.append({"name": name, "status": status, "detail": detail})
 
     queued = states.get("QUEUED", 0)
-    if not active:
+    gone = [row["worker_id"] for row in active + stale if row.get("process") == "gone"]
+    if gone:
+        add(
+            "workers",
+            WARN if len(gone) < len(active) else FAIL,
+            f"{len(gone)} lease(s) held by a process that no longer runs on this host: "
+            + ", ".join(gone[:5])
+            + "; its rows are recovered once the lease expires",
+        )
+    elif not active:
         add(
             "workers",
             FAIL if queued else WARN,
@@ -327,7 +376,8 @@ def _checks(
     add(
         "queues",
         WARN if problems else OK,
-        "; ".join(problems) or f"{len(queues)} queue(s) draining",
+        "; ".join(problems)
+        or (f"{len(queues)} queue(s) with work, none stuck" if queues else "no backlog"),
     )
 
     failed, lost = states.get("FAILED", 0), states.get("LOST", 0)
@@ -365,12 +415,15 @@ def render_text(status: dict[str, Any]) -> str:
         lines.append("  (no queued or running tasks)")
     lines += ["", "Worker leases (oldest heartbeat first)"]
     if status["leases"]:
-        lines.append(f"  {'worker_id':<36} {'status':<8} {'heartbeat':>9}  {'runner':<8} queues")
+        lines.append(
+            f"  {'worker_id':<36} {'status':<8} {'heartbeat':>9}  {'process':<7} "
+            f"{'runner':<8} queues"
+        )
         for lease in status["leases"]:
             lines.append(
                 f"  {lease['worker_id']:<36} {lease['status']:<8} "
-                f"{format_duration(lease['heartbeat_age_seconds']):>9}  {lease['runner']:<8} "
-                f"{lease['queues']}"
+                f"{format_duration(lease['heartbeat_age_seconds']):>9}  "
+                f"{lease['process'] or '-':<7} {lease['runner']:<8} {lease['queues']}"
             )
     else:
         lines.append("  (no leases)")

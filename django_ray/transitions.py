@@ -548,3 +548,142 @@ def transition(task_id: str, target: str, using: str = "default", **fields: obje
             setattr(row, name, value)
         row.save(update_fields=["state", *fields])
         return old
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray Jobs: job ids on rows, outcomes written by the job itself, adoption of orphaned jobs
+
+
+def claimed_task_from_row(row: RayTaskExecution) -> ClaimedTask:
+    """The :class:`ClaimedTask` view of an owned row (for a Ray Job or an adopter)."""
+    return ClaimedTask(
+        id=row.pk,
+        task_id=row.task_id,
+        callable_path=row.callable_path,
+        queue_name=row.queue_name,
+        priority=row.priority,
+        takes_context=row.takes_context,
+        args=row.args,
+        kwargs=row.kwargs,
+        attempt_number=row.attempt_number,
+        max_attempts=row.max_attempts,
+        timeout_seconds=row.timeout_seconds,
+        backend_alias=row.backend_alias,
+        created_at=row.created_at,
+        run_after=row.run_after,
+        started_at=row.started_at or timezone.now(),
+        worker_ids=list(row.worker_ids),
+    )
+
+
+def attach_ray_jobs(items: Sequence[tuple[int, int, str]], using: str = "default") -> set[int]:
+    """Store each ``(execution_id, attempt, ray_job_id)`` on its row before the job is submitted.
+
+    Only rows still owned at that attempt get it; returns the ids that did.
+    """
+    attached: set[int] = set()
+    with transaction.atomic(using=using):
+        for row_id, attempt, job_id in items:
+            if (
+                RayTaskExecution.objects.using(using)
+                .filter(pk=row_id, attempt_number=attempt, state__in=[S.RUNNING, S.CANCELLING])
+                .update(ray_job_id=job_id)
+            ):
+                attached.add(row_id)
+    return attached
+
+
+def record_job_outcome(
+    execution_id: int,
+    attempt: int,
+    job_id: str,
+    outcome: Outcome,
+    using: str = "default",
+    store_result: object | None = None,
+) -> str | None:
+    """Record the outcome of a Ray Job's attempt, written by the job process itself.
+
+    The guard is the row's attempt and ``ray_job_id``, not the owning worker: the job's outcome
+    counts whoever monitors it now (its submitter, an adopter, or nobody after a crash). Returns
+    the row's new state, or None when the row moved on (recovered, or a later attempt).
+    """
+    with transaction.atomic(using=using):
+        row = (
+            RayTaskExecution.objects.using(using)
+            .select_for_update()
+            .filter(
+                pk=execution_id,
+                attempt_number=attempt,
+                ray_job_id=job_id,
+                state__in=[S.RUNNING, S.CANCELLING],
+            )
+            .first()
+        )
+        if row is None or not row.claimed_by_worker:
+            return None
+        task = claimed_task_from_row(row)
+        report = record_outcomes(
+            row.claimed_by_worker, [(task, outcome)], using, store_result=store_result
+        )
+        return report.states.get(execution_id)
+
+
+@dataclass
+class JobOrphan:
+    """A Ray Job persisted on an owned row whose owner's lease is no longer live."""
+
+    id: int
+    attempt_number: int
+    owner: str | None
+    ray_job_id: str
+    state: str
+
+
+def ray_job_orphans(worker_id: str, limit: int = 100, using: str = "default") -> list[JobOrphan]:
+    """Owned rows with a ``ray_job_id`` whose owner (not ``worker_id``) has no live lease."""
+    now = timezone.now()
+    live = TaskWorkerLease.objects.using(using).filter(is_active=True, expires_at__gte=now)
+    rows = (
+        RayTaskExecution.objects.using(using)
+        .filter(state__in=[S.RUNNING, S.CANCELLING], ray_job_id__isnull=False)
+        .exclude(claimed_by_worker=worker_id)
+        .exclude(claimed_by_worker__in=live.values("worker_id"))
+        .order_by("id")
+        .values_list("id", "attempt_number", "claimed_by_worker", "ray_job_id", "state")[:limit]
+    )
+    return [JobOrphan(*row) for row in rows]
+
+
+def adopt_ray_job(worker_id: str, orphan: JobOrphan, using: str = "default") -> ClaimedTask | None:
+    """Move an orphaned row's ownership to ``worker_id`` (its job goes on running).
+
+    One guarded statement: it matches only while the row is still at the same attempt, job and
+    (dead) owner, so when several workers race exactly one adopts. Returns the adopted task.
+    """
+    now = timezone.now()
+    live = TaskWorkerLease.objects.using(using).filter(is_active=True, expires_at__gte=now)
+    with transaction.atomic(using=using):
+        adopted = (
+            RayTaskExecution.objects.using(using)
+            .filter(
+                pk=orphan.id,
+                attempt_number=orphan.attempt_number,
+                ray_job_id=orphan.ray_job_id,
+                claimed_by_worker=orphan.owner,
+                state__in=[S.RUNNING, S.CANCELLING],
+            )
+            .exclude(claimed_by_worker__in=live.values("worker_id"))
+            .update(claimed_by_worker=worker_id, last_heartbeat_at=now)
+        )
+        if not adopted:
+            return None
+        row = RayTaskExecution.objects.using(using).get(pk=orphan.id)
+    logger.warning(
+        "adopted Ray Job %s of task_id=%s (attempt %s) from worker %s",
+        orphan.ray_job_id,
+        row.task_id,
+        orphan.attempt_number,
+        orphan.owner,
+        extra={"worker_id": worker_id, "task_id": row.task_id},
+    )
+    return claimed_task_from_row(row)

@@ -91,6 +91,15 @@ DJANGO_RAY = {
     "RUNNER": "ray_core",
 }
 
+# Ray Jobs run `python -m django_ray.jobs` on the Ray head: they must reach the same database.
+DJANGO_RAY["RAY_JOB_RUNTIME_ENV"] = {
+    "env_vars": {
+        key: os.environ[key]
+        for key in ("DJANGO_RAY_TEST_PG", "DJANGO_RAY_TEST_DB", "DJANGO_RAY_TEST_SETTINGS")
+        if key in os.environ
+    }
+}
+
 # Subprocess workers of a test can get extra DJANGO_RAY keys (JSON) through the environment.
 DJANGO_RAY.update(json.loads(os.environ.get("DJANGO_RAY_TEST_SETTINGS", "{}")))
 

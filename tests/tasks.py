@@ -114,3 +114,53 @@ def big_result(size: int) -> str:
 
 def not_a_task() -> None:
     """A plain function: enqueueing its path directly must fail clearly."""
+
+
+# -- Django's task_started / task_finished signals, observed where tasks run (a Ray worker) ----
+
+SIGNAL_TASKS = frozenset({"tests.tasks.signalled", "tests.tasks.signalled_fail"})
+
+
+@task
+def signalled(marker: str) -> str:
+    return marker
+
+
+@task
+def signalled_fail(marker: str) -> None:
+    raise PermanentError(marker)
+
+
+def _signal_probe(event: str) -> Any:
+    def receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        if task_result.task.module_path in SIGNAL_TASKS:
+            _probe(
+                f"signal:{event}:{task_result.args[0]}",
+                task_id=task_result.id,
+                status=str(task_result.status),
+                attempts=task_result.attempts,
+                sender=f"{sender.__module__}.{sender.__qualname__}",
+            )
+
+    return receiver
+
+
+def _connect_signal_probes() -> None:
+    from django.tasks.signals import task_finished, task_started
+
+    task_started.connect(_signal_probe("started"), weak=False, dispatch_uid="tests-started")
+    task_finished.connect(_signal_probe("finished"), weak=False, dispatch_uid="tests-finished")
+
+
+_connect_signal_probes()
+
+
+@task
+def announce_and_sleep(seconds: float, marker: str) -> float:
+    """Writes ``<marker>-started`` when the body starts and ``marker`` if it runs to the end."""
+    _probe(f"{marker}-started")
+    started = time.time()
+    while time.time() - started < seconds:
+        time.sleep(0.02)
+    _probe(marker)
+    return seconds

@@ -28,8 +28,10 @@ metric                                                     type       labels
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -122,16 +124,44 @@ def metrics() -> WorkerMetrics:
     return _metrics
 
 
-def start_exporter(port: int | None = None, addr: str = "0.0.0.0") -> int | None:
-    """Serve the worker's metrics on ``port`` (default ``WORKER_METRICS_PORT``).
+PORT_ENV = "DJANGO_RAY_WORKER_METRICS_PORT"
 
-    ``None`` (the default setting) serves nothing; ``0`` picks a free port. Returns the bound
-    port, or None. Starting twice returns the port already bound.
+
+def configured_port(environ: Mapping[str, str] | None = None) -> int | None:
+    """The exporter port: ``$DJANGO_RAY_WORKER_METRICS_PORT`` if set, else the setting.
+
+    The environment wins so that one systemd template (``django-ray-worker@<queue>``) can give
+    each queue's worker its own port while all share one settings module.
     """
-    if port is None:
-        from django_ray.conf import ray_settings
+    env = os.environ if environ is None else environ
+    raw = env.get(PORT_ENV, "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) > 65_535:
+            raise ValueError(
+                f"{PORT_ENV}={raw!r} is not a port: use a number from 0 (any free port) "
+                "to 65535, or unset it to use DJANGO_RAY['WORKER_METRICS_PORT']."
+            )
+        return int(raw)
+    from django_ray.conf import ray_settings
 
-        port = ray_settings().WORKER_METRICS_PORT
+    port: int | None = ray_settings().WORKER_METRICS_PORT
+    return port
+
+
+ADDRESS_ENV = "DJANGO_RAY_WORKER_METRICS_ADDRESS"
+
+
+def start_exporter(port: int | None = None, addr: str | None = None) -> int | None:
+    """Serve the worker's metrics on ``port`` (default: :func:`configured_port`).
+
+    ``None`` (the default setting) serves nothing; ``0`` picks a free port. The address is
+    ``addr``, else ``$DJANGO_RAY_WORKER_METRICS_ADDRESS``, else all interfaces (bind it to the
+    cluster network where Prometheus scrapes from). Returns the bound port, or None. Starting
+    twice returns the port already bound.
+    """
+    addr = addr or os.environ.get(ADDRESS_ENV, "").strip() or "0.0.0.0"
+    if port is None:
+        port = configured_port()
     if port is None:
         return None
     with _lock:

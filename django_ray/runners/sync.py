@@ -11,7 +11,7 @@ from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
 from django_ray.runners.base import Finished, Runner
 
 
-class _TimedOut(BaseException):
+class _TimedOut(execution.TaskInterrupted):
     """Raised inside the task body by SIGALRM when its timeout passes."""
 
 

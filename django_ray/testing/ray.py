@@ -73,9 +73,11 @@ class RayHead:
             "--dashboard-agent-grpc-port": free_port(),
             "--runtime-env-agent-port": free_port(),
         }
-        worker_base = free_port()
-        # A narrow private worker-port range far from the ephemeral ports handed out above.
-        worker_base = 20000 + (worker_base % 20000)
+        # A narrow private worker-port range that overlaps none of the ports handed out above.
+        taken = set(ports.values())
+        worker_base = 20000 + (free_port() % 20000)
+        while any(worker_base <= port <= worker_base + 200 for port in taken):
+            worker_base = 20000 + (free_port() % 20000)
         args = [
             self.ray_bin(),
             "start",
@@ -126,13 +128,15 @@ class RayHead:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        # SIGTERM to the whole session: `ray start --block` then stops the processes it started.
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
+        # SIGTERM to `ray start --block` alone: it then stops the processes it started (about a
+        # second). SIGTERM to the whole session instead made it hang for its full timeout. What
+        # is left in the session afterwards (dashboard forkserver children) is killed.
+        os.kill(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        self.process.wait()
 
     def restart(self) -> None:
         self.stop()

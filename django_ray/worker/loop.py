@@ -80,6 +80,9 @@ class Worker:
         self._last_cancel_check = 0.0
         self._last_poll = 0.0
         self._more_work = True
+        # Monotonic times at which retries this worker scheduled become due: the idle wait ends
+        # then, so a backoff is not stretched to the (possibly long) fallback poll interval.
+        self._retry_due: list[float] = []
         self._db_ok = True
         self.listener = WakeupListener(self.queues, using, wake=self.wake)
         self.lease = LeaseKeeper(
@@ -144,7 +147,7 @@ class Worker:
             port = worker_metrics.start_exporter()
             if port is not None:
                 logger.info("worker metrics on port %s", port, extra={"worker_id": self.worker_id})
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             logger.error("%s", exc, extra={"worker_id": self.worker_id})
         logger.info(
             "worker starting worker_id=%s queues=%s runner=%s concurrency=%s",
@@ -256,10 +259,11 @@ class Worker:
             return False
 
     def _idle_wait(self) -> float:
+        # With LISTEN, wake-ups are pushed; the poll is a slow safety net (and catches the
+        # run_after of deferred enqueues). Our own retries wake us when they become due.
         poll = float(self.conf.POLL_INTERVAL_SECONDS)
-        if not self.listener.supported or not self.listener.connected.is_set():
-            return poll
-        # With LISTEN, wake-ups are pushed; the poll is a slow safety net (and catches run_after).
+        if self._retry_due:
+            return max(0.0, min(poll, min(self._retry_due) - time.monotonic()))
         return poll
 
     def _wait_runner(self, timeout: float) -> Finished:
@@ -313,10 +317,15 @@ class Worker:
         woken = self.wake.is_set()
         if free <= 0 or self.shutdown.requested:
             return
+        retry_due = any(due <= now for due in self._retry_due)
         if not (
-            woken or self._more_work or now - self._last_poll >= self.conf.POLL_INTERVAL_SECONDS
+            woken
+            or self._more_work
+            or retry_due
+            or now - self._last_poll >= self.conf.POLL_INTERVAL_SECONDS
         ):
             return
+        self._retry_due = [due for due in self._retry_due if due > now]
         self.wake.clear()
         self._last_poll = now
         limit = min(free, int(self.conf.CLAIM_BATCH_SIZE))
@@ -335,6 +344,10 @@ class Worker:
         self.runner.submit(tasks)
 
     def _record(self, finished: Finished) -> None:
+        # Outcomes the executing process already wrote (Ray Jobs): only log and count them.
+        for task, outcome in [item for item in finished if item[1].recorded_state]:
+            self._log_outcome(task, outcome, str(outcome.recorded_state), 0.0)
+        finished = [item for item in finished if not item[1].recorded_state]
         batch = self._unrecorded + finished
         if not batch:
             return
@@ -355,6 +368,8 @@ class Worker:
                     str(plan.state),
                 )
                 continue
+            if new_state == "QUEUED" and plan.delay > 0:
+                self._retry_due.append(time.monotonic() + plan.delay)
             self._log_outcome(task, outcome, new_state, plan.delay)
 
     def _log_outcome(self, task: ClaimedTask, outcome: Outcome, state: str, delay: float) -> None:
@@ -407,6 +422,9 @@ class Worker:
             self.runner.cancel(running)
 
     def _recover(self) -> None:
+        reconcile = getattr(self.runner, "reconcile", None)
+        if reconcile is not None and not self.shutdown.requested:
+            reconcile(self.worker_id, self.using)  # adopt Ray Jobs of dead workers first
         report = transitions.detect_stuck_tasks(
             float(self.conf.STUCK_TASK_TIMEOUT_SECONDS), using=self.using
         )

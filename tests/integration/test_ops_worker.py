@@ -99,7 +99,24 @@ def s3_endpoint() -> Iterator[str]:
         yield server.endpoint_url
 
 
-def _storage_settings(kind: str, tmp_path: Path, s3: str | None) -> dict[str, Any]:
+@pytest.fixture
+def gcs_endpoint() -> Iterator[str]:
+    pytest.importorskip("google.cloud.storage")
+    from django_ray.testing.objectstores import running_gcs
+
+    with running_gcs() as server:
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        storage.Client(
+            project="test",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": server.endpoint_url},
+        ).create_bucket("results")
+        yield server.endpoint_url
+
+
+def _storage_settings(kind: str, tmp_path: Path, endpoint: str | None) -> dict[str, Any]:
     if kind == "filesystem":
         return {
             "RESULT_STORAGE_BACKEND": "filesystem",
@@ -110,21 +127,31 @@ def _storage_settings(kind: str, tmp_path: Path, s3: str | None) -> dict[str, An
             "RESULT_STORAGE_BACKEND": "s3",
             "RESULT_STORAGE_S3": {
                 "BUCKET": "results",
-                "ENDPOINT_URL": s3,
+                "ENDPOINT_URL": endpoint,
                 "REGION": "us-east-1",
                 "ACCESS_KEY_ID": "testing",
                 "SECRET_ACCESS_KEY": "testing",
             },
         }
+    if kind == "gcs":
+        return {
+            "RESULT_STORAGE_BACKEND": "gcs",
+            "RESULT_STORAGE_GCS": {
+                "BUCKET": "results",
+                "ENDPOINT_URL": endpoint,
+                "PROJECT": "test",
+                "ANONYMOUS": True,
+            },
+        }
     return {"RESULT_STORAGE_BACKEND": "digest"}
 
 
-@pytest.mark.parametrize("kind", ["digest", "filesystem", "s3"])
+@pytest.mark.parametrize("kind", ["digest", "filesystem", "s3", "gcs"])
 def test_oversized_results_are_stored_by_reference_and_rehydrated(
     kind: str, start_worker, settings, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:  # type: ignore[no-untyped-def]
-    s3 = request.getfixturevalue("s3_endpoint") if kind == "s3" else None
-    storage = {"MAX_RESULT_SIZE_BYTES": 1000, **_storage_settings(kind, tmp_path, s3)}
+    endpoint = request.getfixturevalue(f"{kind}_endpoint") if kind in ("s3", "gcs") else None
+    storage = {"MAX_RESULT_SIZE_BYTES": 1000, **_storage_settings(kind, tmp_path, endpoint)}
     small = tasks.add.enqueue(2, 3)
     big = tasks.echo.enqueue(BIG_VALUE)
     worker = start_worker(
@@ -137,7 +164,12 @@ def test_oversized_results_are_stored_by_reference_and_rehydrated(
     row = RayTaskExecution.objects.get(task_id=big.id)
     assert row.state == TaskState.SUCCEEDED
     assert row.result_data is None
-    scheme = {"digest": "oversize://", "filesystem": "resultfs://", "s3": "s3://results/"}[kind]
+    scheme = {
+        "digest": "oversize://",
+        "filesystem": "resultfs://",
+        "s3": "s3://results/",
+        "gcs": "gs://results/",
+    }[kind]
     assert row.result_reference.startswith(scheme)
     small_row = RayTaskExecution.objects.get(task_id=small.id)
     assert small_row.result_data == 5 and small_row.result_reference is None

@@ -1,7 +1,8 @@
 """``manage.py django_ray_prune``: delete finished rows older than a retention period.
 
-Only terminal rows go (SUCCEEDED, FAILED, CANCELLED by default; their TaskAttempt history goes
-with them), judged by ``finished_at``. Deletes run in batches so a large backlog never holds a
+Only finished rows go (SUCCEEDED, FAILED, CANCELLED and LOST rows whose attempts ran out; their
+TaskAttempt history goes with them), judged by ``finished_at``: a row without one is never
+pruned. Deletes run in batches so a large backlog never holds a
 long lock. ``--dry-run`` counts only. ``--leases`` also removes inactive worker leases that
 stopped before the cutoff.
 """
@@ -18,7 +19,7 @@ from django.utils import timezone
 
 from django_ray.durations import parse_duration
 
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "LOST")
 
 
 class Command(BaseCommand):
@@ -34,7 +35,7 @@ class Command(BaseCommand):
             "--state",
             action="append",
             choices=TERMINAL,
-            help="Terminal state to prune (repeatable; default all three).",
+            help="Finished state to prune (repeatable; default all four).",
         )
         parser.add_argument(
             "--batch-size", type=int, default=1000, help="Rows per delete (default 1000)."

@@ -1,0 +1,1 @@
+"""The django-ray benchmark harness: ``bench/run`` (see ``bench/README.md``)."""

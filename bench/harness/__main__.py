@@ -1,0 +1,324 @@
+"""``python -m bench.harness`` (via ``bench/run``): the whole benchmark in one command.
+
+Sets up the peers' virtualenvs and a throwaway PostgreSQL server, then runs every workload
+against every system, one system at a time and alternating systems within each workload, and
+writes ``bench/results/<mode>.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from django_ray.testing.postgres import find_pg_bin, running_postgres
+
+from . import report, runner
+from .db import Databases
+from .systems import BENCH, System, all_systems, package_version, venv_python_version
+from .venvs import ensure_peer
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": {
+        "noop": 10_000,
+        "sleep10": 2_000,
+        "trickle": 500,
+        "hist_rows": 1_000_000,
+        "enqueue": 2_000,
+    },
+    "quick": {"noop": 2_000, "sleep10": 400, "trickle": 100, "hist_rows": 100_000, "enqueue": 400},
+}
+WORKLOADS = ("enqueue", "noop", "trickle", "sleep10", "hist")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as fh:
+        mem_kb = int(fh.readline().split()[1])
+    os_name = platform.platform()
+    try:
+        with open("/etc/os-release") as fh:
+            pretty = dict(line.rstrip().split("=", 1) for line in fh if "=" in line)
+            os_name = (
+                pretty.get("PRETTY_NAME", os_name).strip('"') + f", kernel {platform.release()}"
+            )
+    except OSError:
+        pass
+    return {
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": mem_kb / 2**20,
+        "os": os_name,
+        "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small counts, under 3 minutes")
+    parser.add_argument("--systems", default="", help="comma-separated subset of system keys")
+    parser.add_argument(
+        "--workloads", default="", help=f"comma-separated subset of {','.join(WORKLOADS)}"
+    )
+    parser.add_argument("--concurrency", type=int, default=8, help="worker slots (default 8)")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for the 1-minute load average to drop below cores/4",
+    )
+    parser.add_argument("--out", type=Path, default=BENCH / "results", help="output directory")
+    parser.add_argument(
+        "--json", action="store_true", help="print the results JSON on stdout at the end"
+    )
+    args = parser.parse_args(argv)
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    return args
+
+
+def select(items: list[str], wanted: str, what: str) -> list[str]:
+    if not wanted:
+        return items
+    chosen = [w.strip() for w in wanted.split(",") if w.strip()]
+    unknown = [w for w in chosen if w not in items]
+    if unknown:
+        raise SystemExit(f"unknown {what}: {', '.join(unknown)} (choose from {', '.join(items)})")
+    return chosen
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    # SIGTERM unwinds like Ctrl-C, so workers, Ray heads and the PostgreSQL server are stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    args = parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    profile = PROFILES[mode]
+    systems_all = all_systems(args.concurrency)
+    keys = select([s.key for s in systems_all], args.systems, "systems")
+    systems = [s for s in systems_all if s.key in keys]
+    workloads = select(list(WORKLOADS), args.workloads, "workloads")
+    for venv in {s.venv for s in systems} - {"ours"}:
+        ensure_peer(venv, log)
+
+    if args.wait_quiet > 0:
+        wait_quiet(args.wait_quiet)
+    started = time.time()
+    doc: dict[str, Any] = {
+        "mode": mode,
+        "started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "config": {
+            **profile,
+            "concurrency": args.concurrency,
+            "systems": keys,
+            "workloads": workloads,
+        },
+        "labels": {s.key: s.label for s in systems},
+        "notes": {s.key: s.note for s in systems},
+        "results": {},
+    }
+    doc["versions"] = versions(systems)
+    workdir = Path(tempfile.mkdtemp(prefix="django-ray-bench-"))
+    log(
+        f"{mode} run: systems {', '.join(keys)}; workloads {', '.join(workloads)}; "
+        f"logs in {workdir}"
+    )
+    with running_postgres() as pg:
+        assert pg.process is not None
+        dbs = Databases(pg.host, pg.port)
+        ctx = runner.Context(
+            dbs=dbs, workdir=workdir, concurrency=args.concurrency, pg_pid=pg.process.pid, log=log
+        )
+        families = {s.family: s for s in systems if s.family != "none"}
+        for family, system in families.items():
+            log(f"migrating template database for {family}")
+            db = dbs.create(f"base_{family}")
+            system.migrate(db)
+        for workload in workloads:
+            run_workload(ctx, doc, systems, workload, profile)
+            report.write_all(
+                doc | {"duration_s": time.time() - started}, args.out, f"{mode}-partial"
+            )
+    doc["duration_s"] = time.time() - started
+    paths = report.write_all(doc, args.out, mode)
+    for partial in args.out.glob(f"{mode}-partial.*"):
+        partial.unlink()
+    print()
+    print(report.markdown(doc))
+    log(f"wrote {', '.join(str(p) for p in paths.values())} in {doc['duration_s']:.0f} s")
+    if args.json:
+        print(json.dumps(doc))
+    return 0
+
+
+def wait_quiet(limit: float) -> None:
+    """Wait (at most ``limit`` seconds) until the machine is nearly idle."""
+    cores = os.cpu_count() or 1
+    deadline = time.monotonic() + limit
+    while os.getloadavg()[0] > cores / 4 and time.monotonic() < deadline:
+        log(f"waiting for a quiet machine: load average {os.getloadavg()[0]:.2f}")
+        time.sleep(15)
+
+
+def versions(systems: list[System]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    by_key = {s.key: s for s in systems}
+    ours = by_key.get("ours-local") or next((s for s in systems if s.venv == "ours"), None)
+    if ours:
+        out["python"] = venv_python_version(ours)
+        out["django-ray (ours)"] = package_version(ours, "django-ray")
+        out["django"] = package_version(ours, "django")
+        out["ray"] = package_version(ours, "ray")
+        out["psycopg"] = package_version(ours, "psycopg")
+    if "djray070" in by_key:
+        out["django-ray (PyPI)"] = package_version(by_key["djray070"], "django-ray")
+        out["django (0.7.0 venv)"] = package_version(by_key["djray070"], "django")
+    if "tasksdb" in by_key:
+        out["django-tasks-db"] = package_version(by_key["tasksdb"], "django-tasks-db")
+        out["django (tasks-db venv)"] = package_version(by_key["tasksdb"], "django")
+    try:
+        pg = subprocess.run(
+            [str(find_pg_bin() / "postgres"), "--version"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()[-1]
+        out["postgresql"] = pg
+    except (OSError, subprocess.CalledProcessError):
+        out["postgresql"] = "?"
+    return out
+
+
+def run_workload(
+    ctx: runner.Context,
+    doc: dict[str, Any],
+    systems: list[System],
+    workload: str,
+    profile: dict[str, Any],
+) -> None:
+    results = doc["results"].setdefault(workload, {})
+    if workload == "hist":
+        prepare_history(ctx, systems, profile["hist_rows"])
+    for system in systems:
+        if system.family == "none" and workload in ("enqueue", "hist"):
+            continue
+        if workload == "trickle" and system.key in results:
+            continue  # measured right after the no-op drain, on the same warm worker
+        if workload not in system.workloads(doc["mode"]):
+            continue
+        template = f"hist_{system.family}" if workload == "hist" else f"base_{system.family}"
+        if workload == "hist" and not ctx.dbs.exists(template):
+            continue
+        db = (
+            ctx.dbs.create(f"run_{system.family}", template)
+            if system.family != "none"
+            else {"name": "postgres", "host": ctx.dbs.host, "port": ctx.dbs.port}
+        )
+        task = "sleep10" if workload == "sleep10" else "noop"
+        n = n_for(system, workload, profile, doc["mode"])
+        log(f"{workload:8} {system.key:12} n={n:,} ...")
+        t = time.monotonic()
+        try:
+            if workload == "enqueue":
+                res = runner.enqueue_costs(ctx, system, db, profile["enqueue"])
+            elif workload == "trickle":
+                res = runner.trickle(ctx, system, db, n, 0.02)
+            else:
+                fill = "bulk" if system.has_bulk else "loop"
+                trickle_n = 0
+                if workload == "noop" and "trickle" in doc["config"]["workloads"]:
+                    trickle_n = n_for(system, "trickle", profile, doc["mode"])
+                res = runner.drain(ctx, system, db, task, n, workload, fill, trickle_n)
+                if "trickle" in res:
+                    tr = res.pop("trickle")
+                    doc["results"].setdefault("trickle", {})[system.key] = {
+                        "system": system.key,
+                        "workload": "trickle",
+                        "n": trickle_n,
+                        **tr,
+                    }
+                    log("  trickle: " + summary(doc["results"]["trickle"][system.key]))
+                if workload == "noop" and system.family != "none" and res.get("done"):
+                    keep = f"done_{system.family}"
+                    if not ctx.dbs.exists(keep):
+                        with ctx.dbs.admin() as conn:
+                            conn.execute(f'ALTER DATABASE "run_{system.family}" RENAME TO "{keep}"')
+        except Exception as exc:  # one system failing must not lose the others' figures
+            res = {
+                "system": system.key,
+                "workload": workload,
+                "n": n,
+                "error": str(exc).splitlines()[0][:300],
+            }
+            log(f"  FAILED: {exc}")
+        results[system.key] = res
+        log("  " + summary(res) + f"  ({time.monotonic() - t:.0f} s)")
+
+
+def n_for(system: System, workload: str, profile: dict[str, Any], mode: str) -> int:
+    """Task count of ``workload`` for ``system``: slow peers run fewer (a quarter in --quick)."""
+    n = profile["noop"] if workload == "hist" else profile[workload]
+    if workload in system.caps:
+        n = min(n, max(1, system.caps[workload] // (4 if mode == "quick" else 1)))
+    return n
+
+
+def summary(res: dict[str, Any]) -> str:
+    parts = []
+    if res.get("tasks_per_s"):
+        parts.append(f"{res['done']:,} tasks, {res['tasks_per_s']:,.0f}/s")
+    if res.get("p50_ms") is not None:
+        parts.append(f"p50 {res['p50_ms']:.1f} ms p99 {res['p99_ms']:.1f} ms")
+    if res.get("cpu_ms_per_task") is not None:
+        parts.append(f"CPU {res['cpu_ms_per_task']:.2f} ms/task")
+    if res.get("peak_rss_mb"):
+        parts.append(f"RSS {res['peak_rss_mb']:,.0f} MB")
+    if res.get("loop_calls_per_s"):
+        parts.append(
+            f"enqueue {res['loop_calls_per_s']:,.0f}/s, ORM {res.get('orm_inserts_per_s') or 0:,.0f}/s"
+        )
+    if res.get("bulk_tasks_per_s"):
+        parts.append(f"bulk {res['bulk_tasks_per_s']:,.0f}/s")
+    if res.get("error"):
+        parts.append(f"error: {res['error']}")
+    return "; ".join(parts) or "no figures"
+
+
+def prepare_history(ctx: runner.Context, systems: list[System], rows: int) -> None:
+    for family in dict.fromkeys(s.family for s in systems if s.family != "none"):
+        source = f"done_{family}"
+        if not ctx.dbs.exists(source):
+            log(f"history: no finished no-op drain for {family}; skipping")
+            continue
+        table = next(s.table.name for s in systems if s.family == family)
+        t = time.monotonic()
+        ctx.dbs.create(f"hist_{family}", source)
+        total = ctx.dbs.add_history(f"hist_{family}", table, rows)
+        log(f"history: {family} table {table} now {total:,} rows ({time.monotonic() - t:.0f} s)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Markdown table, JSON file and PNG chart from one run's results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .stats import fmt, fmt_ratio, ratio
+
+OURS = "ours-local"
+WORKLOAD_TITLES = {
+    "noop": "No-op drain",
+    "sleep10": "10 ms sleep drain",
+    "trickle": "Pickup latency (one task every 20 ms, idle worker)",
+    "hist": "No-op drain with history rows in the table",
+    "enqueue": "Enqueue cost (no worker running)",
+}
+
+
+def _rows(results: dict[str, Any], workload: str) -> list[dict[str, Any]]:
+    return list(results.get(workload, {}).values())
+
+
+def _get(results: dict[str, Any], workload: str, system: str, key: str) -> Any:
+    return results.get(workload, {}).get(system, {}).get(key)
+
+
+def targets(doc: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) for every target of issue 6 that this run measured."""
+    r = doc["results"]
+    out: list[tuple[str, str, bool | None]] = []
+
+    def rate(workload: str, system: str) -> float | None:
+        return _get(r, workload, system, "tasks_per_s")
+
+    ours = rate("noop", OURS)
+    for peer, need in (("djray070", 10.0), ("tasksdb", 5.0), ("raw-ray", 0.5)):
+        value = ratio(ours, rate("noop", peer))
+        verb = f">= {need:g}x" if need >= 1 else f">= {need:.0%} of"
+        out.append(
+            (
+                f"no-op drain {verb} {peer}",
+                fmt_ratio(value),
+                None if value is None else value >= need,
+            )
+        )
+    cpu = _get(r, "noop", OURS, "cpu_ms_per_task")
+    out.append(
+        ("worker CPU <= 2 ms per no-op task", fmt(cpu, 2, " ms"), None if cpu is None else cpu <= 2)
+    )
+    p50 = _get(r, "trickle", OURS, "p50_ms")
+    p99 = _get(r, "trickle", OURS, "p99_ms")
+    out.append(("pickup p50 <= 10 ms", fmt(p50, 1, " ms"), None if p50 is None else p50 <= 10))
+    out.append(("pickup p99 < 50 ms", fmt(p99, 1, " ms"), None if p99 is None else p99 < 50))
+    keep = ratio(rate("hist", OURS), ours)
+    out.append(
+        ("drain with history keeps >= 90%", fmt_ratio(keep), None if keep is None else keep >= 0.9)
+    )
+    vs_orm = _get(r, "enqueue", OURS, "enqueue_vs_orm")
+    out.append(
+        (
+            "enqueue() <= 1.3x bare ORM insert",
+            fmt_ratio(vs_orm),
+            None if vs_orm is None else vs_orm <= 1.3,
+        )
+    )
+    bulk = _get(r, "enqueue", OURS, "bulk_speedup")
+    out.append(
+        ("bulk enqueue >= 5x faster per task", fmt_ratio(bulk), None if bulk is None else bulk >= 5)
+    )
+    return out
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    r = doc["results"]
+    labels = doc["labels"]
+    m = doc["machine"]
+    lines = [
+        f"# django-ray benchmark ({doc['mode']} run, {doc['started_at']})",
+        "",
+        f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']:.0f} GiB RAM, "
+        f"{m['os']}; load average before the run {m['loadavg_before']}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()) + ".",
+        f"Worker concurrency {doc['config']['concurrency']} for every system that has the knob. "
+        f"Run took {doc['duration_s']:.0f} s.",
+        "",
+    ]
+    for workload in ("noop", "sleep10", "hist"):
+        rows = _rows(r, workload)
+        if not rows:
+            continue
+        title = WORKLOAD_TITLES[workload]
+        if workload == "hist":
+            title += f" ({doc['config']['hist_rows']:,} finished rows)"
+        lines += [f"## {title}", ""]
+        head = (
+            "| system | tasks | tasks/s | ours ÷ this | worker CPU ms/task | DB CPU ms/task "
+            "| peak RSS MB |"
+        )
+        if workload == "hist":
+            head += " vs empty table |"
+        lines += [head, "|" + "---|" * (head.count("|") - 1)]
+        ours = _get(r, workload, OURS, "tasks_per_s")
+        for row in rows:
+            cells = [
+                labels.get(row["system"], row["system"]),
+                fmt(row.get("done")) + ("" if row.get("complete", True) else f" of {row['n']:,}"),
+                fmt(row.get("tasks_per_s")),
+                "—" if row["system"] == OURS else fmt_ratio(ratio(ours, row.get("tasks_per_s"))),
+                fmt(row.get("cpu_ms_per_task"), 2),
+                fmt(row.get("db_cpu_ms_per_task"), 2),
+                fmt(row.get("peak_rss_mb")),
+            ]
+            if workload == "hist":
+                cells.append(
+                    fmt_ratio(
+                        ratio(row.get("tasks_per_s"), _get(r, "noop", row["system"], "tasks_per_s"))
+                    )
+                )
+            if row.get("error"):
+                cells[0] += f" (**{row['error']}**)"
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    rows = _rows(r, "trickle")
+    if rows:
+        lines += [
+            f"## {WORKLOAD_TITLES['trickle']}",
+            "",
+            "| system | tasks | p50 ms | p99 ms | max ms | ours p50 ÷ this "
+            "| worker CPU ms/task (incl. idle) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        ours = _get(r, "trickle", OURS, "p50_ms")
+        for row in rows:
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        labels.get(row["system"], row["system"])
+                        + (f" (**{row['error']}**)" if row.get("error") else ""),
+                        fmt(row.get("done")),
+                        fmt(row.get("p50_ms"), 1),
+                        fmt(row.get("p99_ms"), 1),
+                        fmt(row.get("max_ms"), 1),
+                        "—" if row["system"] == OURS else fmt_ratio(ratio(ours, row.get("p50_ms"))),
+                        fmt(row.get("cpu_ms_per_task"), 2),
+                    ]
+                )
+                + " |"
+            )
+        lines.append("")
+    rows = _rows(r, "enqueue")
+    if rows:
+        lines += [
+            f"## {WORKLOAD_TITLES['enqueue']}",
+            "",
+            "| system | enqueue() calls/s | bare ORM insert/s | enqueue ÷ ORM (wall) "
+            "| enqueue ÷ ORM (client CPU) | bulk tasks/s | bulk ÷ loop (wall) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            cells = [
+                labels.get(row["system"], row["system"]),
+                fmt(row.get("loop_calls_per_s")),
+                fmt(row.get("orm_inserts_per_s")),
+                fmt_ratio(row.get("enqueue_vs_orm")),
+                fmt_ratio(row.get("enqueue_vs_orm_cpu")),
+                fmt(row.get("bulk_tasks_per_s")) if row.get("bulk_tasks_per_s") else "no bulk API",
+                fmt_ratio(row.get("bulk_speedup")),
+            ]
+            if row.get("error"):
+                cells[0] += f" (**{row['error']}**)"
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Targets (issue 6)", "", "| target | measured | met |", "|---|---|---|"]
+    for name, value, met in targets(doc):
+        lines.append(
+            f"| {name} | {value} | {'yes' if met else ('—' if met is None else '**no**')} |"
+        )
+    lines.append("")
+    notes = [f"- {labels.get(k, k)}: {v}" for k, v in doc.get("notes", {}).items() if v]
+    if notes:
+        lines += ["## Notes", "", *notes, ""]
+    return "\n".join(lines)
+
+
+def chart(doc: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = doc["results"]
+    labels = doc["labels"]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    panels = [
+        (axes[0][0], "noop", "tasks_per_s", "No-op drain: tasks/s (log)", True),
+        (axes[0][1], "sleep10", "tasks_per_s", "10 ms sleep drain: tasks/s", False),
+        (axes[1][0], "noop", "cpu_ms_per_task", "Worker CPU ms per no-op task (log)", True),
+    ]
+    for ax, workload, key, title, log in panels:
+        rows = [row for row in _rows(r, workload) if row.get(key)]
+        names = [labels.get(row["system"], row["system"]).replace(" (", "\n(") for row in rows]
+        values = [row[key] for row in rows]
+        colors = ["tab:green" if row["system"].startswith("ours") else "tab:gray" for row in rows]
+        ax.barh(names, values, color=colors)
+        ax.set_title(title)
+        if log:
+            ax.set_xscale("log")
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {v:,.0f}" if v >= 10 else f" {v:.2f}", va="center", fontsize=8)
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=7)
+    ax = axes[1][1]
+    rows = [row for row in _rows(r, "trickle") if row.get("p50_ms") is not None]
+    names = [labels.get(row["system"], row["system"]).replace(" (", "\n(") for row in rows]
+    ys = range(len(rows))
+    ax.barh([y - 0.2 for y in ys], [row["p50_ms"] for row in rows], height=0.4, label="p50")
+    ax.barh([y + 0.2 for y in ys], [row["p99_ms"] for row in rows], height=0.4, label="p99")
+    ax.set_yticks(list(ys), names, fontsize=7)
+    ax.set_xscale("log")
+    ax.set_title("Pickup latency ms (enqueue commit -> task start, log)")
+    ax.invert_yaxis()
+    ax.legend()
+    fig.suptitle(
+        f"django-ray benchmark, {doc['mode']} run {doc['started_at']} "
+        f"({doc['machine']['cores']} cores, {doc['machine']['cpu_model']})"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_all(doc: dict[str, Any], out_dir: Path, stem: str) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / f"{stem}.json",
+        "md": out_dir / f"{stem}.md",
+        "png": out_dir / f"{stem}.png",
+    }
+    paths["json"].write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    paths["md"].write_text(markdown(doc))
+    chart(doc, paths["png"])
+    return paths

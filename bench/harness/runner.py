@@ -1,0 +1,265 @@
+"""The workloads, run against one system at a time.
+
+Drains use the same protocol for every Django system: start the worker, warm it up (Ray
+started, its worker processes spawned, Django loaded), pause it with SIGSTOP, enqueue the whole
+batch, read the process tree's CPU, resume it with SIGCONT and wait until the table has no live
+rows. The rate is ``tasks / (last finished_at - resume time)``; CPU is the tree's CPU between
+resume and completion. Ray's start-up and the enqueue are therefore not part of the drain.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .db import Databases
+from .procs import CpuGroup, TreeMonitor, stop_tree
+from .stats import percentile
+from .systems import SITE, System, WorkerRun
+
+WARMUP = 16
+
+
+@dataclass
+class Context:
+    dbs: Databases
+    workdir: Path
+    concurrency: int
+    pg_pid: int
+    log: Any
+    timeout: float = 240.0
+    templates: dict[str, str] = field(default_factory=dict)
+
+
+def _result(system: System, workload: str, n: int) -> dict[str, Any]:
+    return {"system": system.key, "workload": workload, "n": n}
+
+
+def _wait_drained(
+    ctx: Context, conn: Any, system: System, run: WorkerRun | None, timeout: float
+) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ctx.dbs.live_count(conn, system.table) == 0:
+            return True
+        if run is not None and not run.alive():
+            raise RuntimeError(f"{system.key} worker exited:\n{run.tail()}")
+        time.sleep(0.1)
+    return False
+
+
+def _start_warm(ctx: Context, system: System, db: dict[str, Any], task: str) -> WorkerRun:
+    """Start the worker and run a few tasks through it so everything is loaded."""
+    argv = None
+    if system.key == "raw-sql":  # in-line execution for no-ops, a thread pool for sleeps
+        slots = ctx.concurrency if task == "sleep10" else 1
+        argv = [*system.worker_argv, "--concurrency", str(slots)]
+    run = system.start_worker(db, ctx.workdir, argv)
+    try:
+        # The workload's own task: a warm-up with other tasks would skew adaptive chunking.
+        system.enqueue(db, task, WARMUP if system.warm_slots else 4, "loop")
+        with ctx.dbs.connect(db["name"]) as conn:
+            if not _wait_drained(ctx, conn, system, run, 180):
+                raise RuntimeError(f"{system.key}: warm-up tasks not done in 180 s:\n{run.tail()}")
+    except BaseException:
+        run.stop()
+        raise
+    return run
+
+
+def drain(
+    ctx: Context,
+    system: System,
+    db: dict[str, Any],
+    task: str,
+    n: int,
+    workload: str,
+    fill_mode: str,
+    trickle_n: int = 0,
+) -> dict[str, Any]:
+    """Enqueue ``n`` tasks up front (worker paused), then time the drain.
+
+    With ``trickle_n``, the same (now warm and idle) worker then gets the trickle workload; its
+    result is returned under the ``"trickle"`` key. That saves one start-up per system.
+    """
+    out = _result(system, workload, n)
+    if system.key == "raw-ray":
+        return raw_ray(ctx, system, db, "drain", task, n, out)
+    run = _start_warm(ctx, system, db, task)
+    monitor = TreeMonitor(list(run.roots), group=run.group)
+    pg = TreeMonitor([ctx.pg_pid], interval=1.0)
+    try:
+        run.pause()
+        enq = system.enqueue(db, task, n, fill_mode)
+        out["fill_mode"] = fill_mode
+        out["fill_calls_per_s"] = enq["calls_per_s"]
+        with ctx.dbs.connect(db["name"]) as conn:
+            cpu0, pg0 = monitor.cpu(), pg.cpu()
+            monitor.reset_peak()
+            t0 = time.time()
+            run.resume()
+            drained = _wait_drained(ctx, conn, system, run, ctx.timeout)
+            cpu1, pg1 = monitor.cpu(), pg.cpu()
+            ok, failed, last = ctx.dbs.finished_since(conn, system.table, t0)
+        out.update(done=ok, failed=failed, complete=drained and ok == n)
+        if last:
+            out["seconds"] = last - t0
+            out["tasks_per_s"] = ok / out["seconds"] if out["seconds"] > 0 else None
+        out["cpu_s"] = cpu1 - cpu0
+        out["cpu_ms_per_task"] = 1000 * (cpu1 - cpu0) / ok if ok else None
+        out["db_cpu_ms_per_task"] = 1000 * (pg1 - pg0) / ok if ok else None
+        out["peak_rss_mb"] = max(monitor.peak_rss, 1) / 2**20
+        out["cpu_accounting"] = monitor.method
+        if not drained:
+            out["error"] = f"not drained within {ctx.timeout:.0f} s ({ok}/{n} done)"
+        monitor.close()
+        if trickle_n and drained:
+            try:
+                out["trickle"] = trickle(ctx, system, db, trickle_n, 0.02, run=run)
+            except Exception as exc:  # keep the drain's figures
+                out["trickle"] = {"error": str(exc).splitlines()[0][:300]}
+    finally:
+        monitor.close()
+        pg.close()
+        run.stop()
+    return out
+
+
+def trickle(
+    ctx: Context,
+    system: System,
+    db: dict[str, Any],
+    n: int,
+    interval: float,
+    run: WorkerRun | None = None,
+) -> dict[str, Any]:
+    """One task every ``interval`` seconds to an idle, warm worker: pickup latency."""
+    out = _result(system, "trickle", n)
+    if system.key == "raw-ray":
+        return raw_ray(ctx, system, db, "trickle", "noop", n, out, interval)
+    own = run is None
+    if run is None:
+        run = _start_warm(ctx, system, db, "noop")
+    monitor = TreeMonitor(list(run.roots), group=run.group)
+    try:
+        time.sleep(1.0)  # idle: whatever the worker does when there is nothing to do
+        cpu0 = monitor.cpu()
+        monitor.reset_peak()
+        enq = system.enqueue(db, "noop", n, "trickle", interval)
+        with ctx.dbs.connect(db["name"]) as conn:
+            drained = _wait_drained(ctx, conn, system, run, ctx.timeout)
+            cpu1 = monitor.cpu()
+            committed = {key: (after, before) for key, after, before in enq["committed"]}
+            starts = ctx.dbs.start_times(conn, system.table, list(committed))
+        # From enqueue() returning (the row is committed by then) to the task's first line.
+        lat = [(starts[k] - committed[k][0]) * 1000 for k in committed if k in starts]
+        # Upper bound: from enqueue() being called (includes the INSERT and COMMIT round trip).
+        upper = [(starts[k] - committed[k][1]) * 1000 for k in committed if k in starts]
+        out.update(_latency(lat), done=len(lat), complete=drained and len(lat) == n)
+        out["p50_ms_from_call"] = percentile(upper, 50)
+        out["p99_ms_from_call"] = percentile(upper, 99)
+        out["enqueue_calls_per_s"] = enq["calls_per_s"]
+        out["cpu_ms_per_task"] = 1000 * (cpu1 - cpu0) / max(1, len(lat))
+        out["peak_rss_mb"] = monitor.peak_rss / 2**20
+    finally:
+        monitor.close()
+        if own:
+            run.stop()
+    return out
+
+
+def _latency(lat: list[float]) -> dict[str, Any]:
+    return {
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
+        "max_ms": max(lat) if lat else None,
+        # Negative values would mean clock trouble; report them instead of hiding them.
+        "min_ms": min(lat) if lat else None,
+    }
+
+
+def enqueue_costs(ctx: Context, system: System, db: dict[str, Any], n: int) -> dict[str, Any]:
+    """enqueue() vs a bare ORM insert of the same row vs bulk enqueue (no worker running)."""
+    out = _result(system, "enqueue", n)
+    out.update(system.enqueue(db, "noop", n, "compare"))
+    return out
+
+
+def raw_ray(
+    ctx: Context,
+    system: System,
+    db: dict[str, Any],
+    workload: str,
+    task: str,
+    n: int,
+    out: dict[str, Any],
+    interval: float = 0.02,
+) -> dict[str, Any]:
+    """Raw Ray: the driver itself is the 'worker'; READY/GO handshake keeps start-up out."""
+    argv = [
+        str(system.python),
+        "-P",
+        "-m",
+        "benchapp.rawray",
+        "--workload",
+        workload,
+        "--task",
+        task,
+        "--n",
+        str(n),
+        "--concurrency",
+        str(ctx.concurrency),
+        "--interval",
+        str(interval),
+    ]
+    log = open(ctx.workdir / "worker-raw-ray.log", "ab")  # noqa: SIM115
+    group = CpuGroup("raw-ray")
+    proc = subprocess.Popen(
+        argv,
+        cwd=SITE,
+        env=system.env(db),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        start_new_session=True,
+        preexec_fn=group.preexec,
+    )
+    monitor = TreeMonitor([proc.pid], group=group)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        line = proc.stdout.readline()
+        if line.strip() != "READY":
+            raise RuntimeError(f"raw-ray did not start: {line!r}")
+        cpu0 = monitor.cpu()
+        monitor.reset_peak()
+        proc.stdin.write("GO\n")
+        proc.stdin.flush()
+        result = json.loads(proc.stdout.readline())
+        cpu1 = monitor.cpu()
+        done = result["done"]
+        out.update(
+            done=done,
+            failed=0,
+            complete=done == n,
+            cpu_s=cpu1 - cpu0,
+            cpu_ms_per_task=1000 * (cpu1 - cpu0) / max(1, done),
+            peak_rss_mb=monitor.peak_rss / 2**20,
+        )
+        if workload == "drain":
+            out["seconds"] = result["t_end"] - result["t0"]
+            out["tasks_per_s"] = done / out["seconds"]
+        else:
+            out.update(_latency(result["latencies_ms"]))
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    finally:
+        monitor.close()
+        log.close()
+        stop_tree(proc.pid, grace=5)
+        group.close()
+    return out

@@ -1,0 +1,364 @@
+"""The systems under test: how to start each one's worker, enqueue, and read its table.
+
+Each Django system runs from its own virtualenv under ``bench/.venvs`` with only
+``bench/site`` on ``PYTHONPATH`` (python ``-P``, cwd ``bench/site``): django-ray 0.7.0 and ours
+share the import name ``django_ray`` and must never see each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .procs import CpuGroup, stop_tree
+
+BENCH = Path(__file__).resolve().parent.parent
+SITE = BENCH / "site"
+VENVS = BENCH / ".venvs"
+
+
+@dataclass
+class Table:
+    """Where a system keeps its tasks, and how to read progress and results with plain SQL."""
+
+    name: str
+    state: str
+    live: tuple[str, ...]
+    succeeded: str
+    id_col: str
+    result_col: str
+    finished_col: str = "finished_at"
+
+
+RAY_TABLE = Table(
+    "django_ray_raytaskexecution",
+    "state",
+    ("QUEUED", "RUNNING"),
+    "SUCCEEDED",
+    "task_id",
+    "result_data::text",
+)
+TASKSDB_TABLE = Table(
+    "django_tasks_database_dbtaskresult",
+    "status",
+    ("READY", "RUNNING"),
+    "SUCCESSFUL",
+    "id::text",
+    "return_value::text",
+)
+RAW_TABLE = Table(
+    "bench_queue", "state", ("queued", "running"), "succeeded", "id::text", "result::text"
+)
+
+
+@dataclass
+class WorkerRun:
+    """A started worker: its processes (each the root of a tree we account for)."""
+
+    procs: list[subprocess.Popen[bytes]]
+    log: Path
+    group: CpuGroup
+    extra_roots: list[int] = field(default_factory=list)
+    pausable: list[int] = field(default_factory=list)
+    head: Any = None  # django_ray.testing.ray.RayHead started for this run, if any
+
+    @property
+    def roots(self) -> list[int]:
+        return [p.pid for p in self.procs] + self.extra_roots
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def pause(self) -> None:
+        for pid in self.pausable or [p.pid for p in self.procs]:
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self.pausable or [p.pid for p in self.procs]:
+            os.kill(pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop_tree(proc.pid)
+        for pid in self.extra_roots:
+            stop_tree(pid)
+        if self.head is not None:
+            from django_ray.testing.ray import destroy_head
+
+            destroy_head(self.head)
+        self.group.close()
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class System:
+    """One system under test."""
+
+    key: str
+    label: str
+    family: str  # schema family: systems of one family share template databases
+    venv: str
+    table: Table
+    worker_argv: list[str]
+    settings_system: str = "ours"
+    processes: int = 1
+    has_bulk: bool = False
+    caps: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+    ray_head: bool = False  # the harness starts a Ray head (in the worker's cgroup) per run
+    warm_slots: bool = True  # False: a 4-task warm-up instead of 16 (slow systems)
+
+    def workloads(self, mode: str) -> tuple[str, ...]:
+        """Workloads this system runs (Ray Jobs mode: its per-task overhead only)."""
+        if self.ray_head:  # enqueue is the same backend as ours-local
+            return ("noop", "trickle")
+        return ("enqueue", "noop", "trickle", "sleep10", "hist")
+
+    @property
+    def python(self) -> Path:
+        return VENVS / self.venv / "bin" / "python"
+
+    def env(self, db: dict[str, Any], extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("RAY_ADDRESS", "VIRTUAL_ENV", "PYTHON", "DJANGO_"))
+        }
+        env.update(
+            PYTHONPATH=str(SITE),
+            DJANGO_SETTINGS_MODULE="benchsettings",
+            BENCH_SYSTEM=self.settings_system,
+            BENCH_DB_NAME=db["name"],
+            BENCH_DB_HOST=db["host"],
+            BENCH_DB_PORT=str(db["port"]),
+            RAY_USAGE_STATS_ENABLED="0",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra or {})
+        return env
+
+    def run_py(self, db: dict[str, Any], argv: list[str], timeout: float = 600) -> str:
+        """Run ``python -P <argv>`` in this system's venv; return stdout or raise with stderr."""
+        proc = subprocess.run(
+            [str(self.python), "-P", *argv],
+            cwd=SITE,
+            env=self.env(db),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"{self.key}: {' '.join(argv[:4])} failed ({proc.returncode}):\n"
+                + proc.stderr[-3000:]
+            )
+        return proc.stdout
+
+    def migrate(self, db: dict[str, Any]) -> None:
+        if self.family == "raw":
+            self.run_py(db, ["-m", "benchapp.rawsql", "setup"])
+        else:
+            self.run_py(db, ["-m", "django", "migrate", "-v0", "--no-input"])
+
+    def enqueue(
+        self, db: dict[str, Any], task: str, n: int, mode: str, interval: float = 0.02
+    ) -> dict[str, Any]:
+        module = "benchapp.rawsql" if self.family == "raw" else "benchapp.agent"
+        argv = ["-m", module, "enqueue", "--task", task, "--n", str(n), "--mode", mode]
+        argv += ["--interval", str(interval)]
+        out = self.run_py(db, argv)
+        return json.loads(out.strip().splitlines()[-1])
+
+    def start_worker(
+        self, db: dict[str, Any], workdir: Path, argv: list[str] | None = None
+    ) -> WorkerRun:
+        log = workdir / f"worker-{self.key}.log"
+        group = CpuGroup(self.key)
+        head = None
+        extra: dict[str, str] = {}
+        if self.ray_head:
+            head = start_ray_head(self.env(db), group)
+            extra = {"BENCH_RUNNER": "ray_job", "BENCH_RAY_ADDRESS": head.dashboard_url}
+        procs = []
+        with open(log, "ab") as fh:
+            for _ in range(self.processes):
+                procs.append(
+                    subprocess.Popen(
+                        [str(self.python), "-P", *(argv or self.worker_argv)],
+                        cwd=SITE,
+                        env=self.env(db, extra),
+                        stdout=fh,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                        preexec_fn=group.preexec,
+                    )
+                )
+        run = WorkerRun(procs=procs, log=log, group=group, head=head)
+        if head is not None and head.process is not None:
+            run.extra_roots.append(head.process.pid)
+        return run
+
+
+def start_ray_head(env: dict[str, str], group: CpuGroup) -> Any:
+    """A private Ray head on free ports whose processes are accounted to ``group``.
+
+    Its environment carries the benchmark's settings so that Ray Jobs can bootstrap Django.
+    """
+    import tempfile
+
+    from django_ray.testing.postgres import free_port
+    from django_ray.testing.ray import RayHead
+
+    # Short: Ray's unix socket paths under it must stay within 107 bytes.
+    root = Path(tempfile.mkdtemp(prefix="drb-", dir="/tmp"))
+    (root / "t").mkdir()
+    head = RayHead(
+        temp_dir=root / "t",
+        gcs_port=free_port(),
+        dashboard_port=free_port(),
+        num_cpus=os.cpu_count() or 2,
+        env={k: v for k, v in env.items() if k.startswith(("BENCH_", "DJANGO_", "PYTHON"))},
+    )
+    try:
+        with group.joined():
+            head.start()
+    except BaseException:
+        from django_ray.testing.ray import destroy_head
+
+        destroy_head(head)
+        group.close()
+        raise
+    return head
+
+
+def all_systems(concurrency: int) -> list[System]:
+    """Every system, in the order they take turns."""
+    c = str(concurrency)
+    return [
+        System(
+            key="ours-local",
+            label="django-ray (ours, --local Ray Core)",
+            family="ours",
+            venv="ours",
+            table=RAY_TABLE,
+            worker_argv=[
+                "-m",
+                "django",
+                "django_ray_worker",
+                "--queue",
+                "default",
+                "--concurrency",
+                c,
+                "--local",
+            ],
+            has_bulk=True,
+        ),
+        System(
+            key="ours-jobs",
+            label="django-ray (ours, Ray Jobs)",
+            family="ours",
+            venv="ours",
+            table=RAY_TABLE,
+            worker_argv=[
+                "-m",
+                "django",
+                "django_ray_worker",
+                "--queue",
+                "default",
+                "--concurrency",
+                c,
+            ],
+            has_bulk=True,
+            ray_head=True,
+            warm_slots=False,
+            caps={"noop": 12, "trickle": 8},
+            note="one Ray Job per task: few tasks, it is the per-task overhead that is measured",
+        ),
+        System(
+            key="djray070",
+            label="django-ray 0.7.0 (PyPI, --local)",
+            family="djray070",
+            venv="djray070",
+            settings_system="djray070",
+            table=RAY_TABLE,
+            worker_argv=[
+                "-m",
+                "django",
+                "django_ray_worker",
+                "--queue",
+                "default",
+                "--concurrency",
+                c,
+                "--local",
+            ],
+            caps={"noop": 1000, "sleep10": 500, "hist": 1000},
+            note="fewer tasks: it moves ~50 tasks/s, 10,000 would take minutes",
+        ),
+        System(
+            key="tasksdb",
+            label="django-tasks-db (db_worker)",
+            family="tasksdb",
+            venv="tasksdb",
+            settings_system="tasksdb",
+            table=TASKSDB_TABLE,
+            worker_argv=[
+                "-m",
+                "django",
+                "db_worker",
+                "--queue-name",
+                "default",
+                "--interval",
+                "0.1",
+                "--no-startup-delay",
+            ],
+            note="one db_worker process (runs one task at a time), polling every 0.1 s",
+        ),
+        System(
+            key="raw-ray",
+            label="raw Ray (ceiling: f.remote() per task)",
+            family="none",
+            venv="ours",
+            table=RAW_TABLE,
+            worker_argv=[],
+        ),
+        System(
+            key="raw-sql",
+            label="raw SKIP LOCKED loop (DB ceiling)",
+            family="raw",
+            venv="ours",
+            table=RAW_TABLE,
+            worker_argv=["-m", "benchapp.rawsql", "work"],
+            has_bulk=True,
+        ),
+    ]
+
+
+def venv_python_version(system: System) -> str:
+    try:
+        return subprocess.run(
+            [str(system.python), "-c", "import sys; print(sys.version.split()[0])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def package_version(system: System, dist: str) -> str:
+    code = f"import importlib.metadata as m; print(m.version({dist!r}))"
+    proc = subprocess.run(
+        [str(system.python), "-P", "-c", code], capture_output=True, text=True, cwd=SITE
+    )
+    return proc.stdout.strip() or "?"

@@ -1,0 +1,91 @@
+"""Fixtures and checks shared by the fault-injection tests (real processes, real signals)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable
+
+import pytest
+
+from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
+from tests.models import TaskProbe
+
+TERMINAL = {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}
+
+
+@pytest.fixture
+def pg_server():
+    """The throwaway PostgreSQL server this pytest process started (it can be restarted)."""
+    from tests import settings
+
+    server = getattr(settings, "_server", None)
+    if server is None:
+        pytest.skip("the PostgreSQL server belongs to another process; cannot restart it")
+    return server
+
+
+def job_mode_env(head, **extra: object) -> dict[str, str]:
+    """Worker environment for the default runner (Ray Jobs) against ``head``'s Jobs API."""
+    settings = {"RUNNER": "ray_job", "RAY_ADDRESS": head.dashboard_url, **extra}
+    return {"DJANGO_RAY_TEST_SETTINGS": json.dumps(settings)}
+
+
+def state_counts() -> Counter[str]:
+    return Counter(RayTaskExecution.objects.values_list("state", flat=True))
+
+
+def running_ids() -> set[int]:
+    return set(
+        RayTaskExecution.objects.filter(
+            state__in=[TaskState.RUNNING, TaskState.CANCELLING]
+        ).values_list("id", flat=True)
+    )
+
+
+def all_terminal() -> bool:
+    return not RayTaskExecution.objects.exclude(state__in=TERMINAL).exists()
+
+
+def check_run(markers: Iterable[str], in_flight_at_fault: set[int]) -> dict[str, int]:
+    """The fault-test invariants; returns figures for the report.
+
+    Every task ended SUCCEEDED (none lost, none stuck); every marker's body ran at least once;
+    bodies that ran more than once belong to executions that were in flight at the fault and
+    whose history shows the recovered attempt.
+    """
+    markers = list(markers)
+    counts = state_counts()
+    assert counts == Counter({TaskState.SUCCEEDED: len(markers)}), counts
+    runs = Counter(TaskProbe.objects.values_list("name", flat=True))
+    missing = [m for m in markers if runs[m] == 0]
+    assert not missing, f"{len(missing)} task bodies never ran: {missing[:5]}"
+    duplicated = {m for m in markers if runs[m] > 1}
+    by_marker = {
+        row.args[0]: row for row in RayTaskExecution.objects.filter(args__0__in=list(duplicated))
+    }
+    for marker in duplicated:
+        row = by_marker[marker]
+        assert row.id in in_flight_at_fault, (marker, row.id, "ran twice but was not in flight")
+        history = list(TaskAttempt.objects.filter(execution=row).values_list("state", flat=True))
+        assert TaskState.LOST in history, (marker, history)
+    retried = RayTaskExecution.objects.filter(attempt_number__gt=1).count()
+    return {"duplicates": len(duplicated), "retried": retried, "in_flight": len(in_flight_at_fault)}
+
+
+def report(name: str, **figures: object) -> None:
+    """Print figures for the closing note (``pytest -s`` shows them; never asserted)."""
+    shown = " ".join(
+        f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+    )
+    print(f"\n[fault] {name}: {shown}", flush=True)
+
+
+def timed_wait(predicate, timeout: float, explain=None, interval: float = 0.1) -> float:
+    """Wait for ``predicate``; return the seconds it took (fails with ``explain()`` on timeout)."""
+    from tests.conftest import wait_until
+
+    started = time.monotonic()
+    wait_until(predicate, timeout, interval, explain)
+    return time.monotonic() - started

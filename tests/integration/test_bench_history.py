@@ -1,0 +1,57 @@
+"""The benchmark's history filler against the real test PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench.harness.db import Databases
+from bench.harness.systems import Table
+
+
+@pytest.fixture
+def dbs() -> Databases:
+    host, port = os.environ["DJANGO_RAY_TEST_PG"].rsplit(":", 1)
+    return Databases(host, int(port))
+
+
+def test_history_clones_rows_with_fresh_unique_values(dbs: Databases) -> None:
+    dbs.create("bench_hist_test")
+    try:
+        with dbs.connect("bench_hist_test") as conn:
+            conn.execute(
+                """CREATE TABLE q (id bigserial PRIMARY KEY, uid uuid UNIQUE NOT NULL,
+                   task_id varchar(64) UNIQUE NOT NULL, state text NOT NULL,
+                   finished_at timestamptz, result jsonb, nullable_ref bigint UNIQUE)"""
+            )
+            conn.execute(
+                """INSERT INTO q (uid, task_id, state, finished_at, result)
+                   SELECT gen_random_uuid(), 't' || g, 'SUCCEEDED', now(), '1.5'
+                   FROM generate_series(1, 10) g"""
+            )
+        total = dbs.add_history("bench_hist_test", "q", 250)
+        assert total == 250
+        with dbs.connect("bench_hist_test") as conn:
+            distinct = conn.execute(
+                "SELECT count(DISTINCT uid), count(DISTINCT task_id), count(DISTINCT id),"
+                " count(*) FILTER (WHERE state = 'SUCCEEDED') FROM q"
+            ).fetchone()
+            assert distinct == (250, 250, 250, 250)
+            table = Table("q", "state", ("QUEUED",), "SUCCEEDED", "task_id", "result::text")
+            assert dbs.live_count(conn, table) == 0
+            starts = dbs.start_times(conn, table, ["t1", "t2", "missing"])
+            assert starts == {"t1": 1.5, "t2": 1.5}
+    finally:
+        dbs.drop("bench_hist_test")
+
+
+def test_history_refuses_an_empty_table(dbs: Databases) -> None:
+    dbs.create("bench_hist_empty")
+    try:
+        with dbs.connect("bench_hist_empty") as conn:
+            conn.execute("CREATE TABLE q (id bigserial PRIMARY KEY, state text)")
+        with pytest.raises(RuntimeError, match="no rows to clone"):
+            dbs.add_history("bench_hist_empty", "q", 100)
+    finally:
+        dbs.drop("bench_hist_empty")

@@ -1,0 +1,169 @@
+"""The benchmark harness' own logic: statistics, report, and process accounting.
+
+Figures are never asserted (no timings in tests); these check that the harness computes,
+formats and accounts correctly.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.harness import report
+from bench.harness.procs import CpuGroup, TreeMonitor, alive, stop_tree, tree, tree_cpu_seconds
+from bench.harness.stats import fmt, fmt_ratio, percentile, ratio
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) is None
+
+
+def test_percentile_rejects_out_of_range() -> None:
+    with pytest.raises(ValueError, match=r"within 0\.\.100"):
+        percentile([1.0], 101)
+
+
+def test_ratio_and_formatting() -> None:
+    assert ratio(10, 4) == 2.5
+    assert ratio(None, 4) is None
+    assert ratio(3, 0) is None
+    assert fmt(12345.6) == "12,346"
+    assert fmt(None) == "—"
+    assert fmt(1.234, 2, " ms") == "1.23 ms"
+    assert fmt_ratio(2.5) == "2.50x"
+    assert fmt_ratio(62.4) == "62x"
+
+
+def _doc(ours_rate: float, peer_rate: float) -> dict:
+    return {
+        "mode": "quick",
+        "started_at": "2026-01-01 00:00 UTC",
+        "duration_s": 1.0,
+        "machine": {
+            "cpu_model": "cpu",
+            "cores": 2,
+            "memory_gib": 1.0,
+            "os": "os",
+            "loadavg_before": "0 0 0",
+        },
+        "versions": {"python": "3"},
+        "config": {"concurrency": 8, "hist_rows": 1000},
+        "labels": {"ours-local": "ours", "djray070": "peer"},
+        "notes": {},
+        "results": {
+            "noop": {
+                "ours-local": {
+                    "system": "ours-local",
+                    "n": 10,
+                    "done": 10,
+                    "tasks_per_s": ours_rate,
+                    "cpu_ms_per_task": 0.5,
+                },
+                "djray070": {
+                    "system": "djray070",
+                    "n": 10,
+                    "done": 10,
+                    "tasks_per_s": peer_rate,
+                    "cpu_ms_per_task": 9.0,
+                },
+            },
+            "trickle": {
+                "ours-local": {"system": "ours-local", "done": 5, "p50_ms": 3.0, "p99_ms": 60.0}
+            },
+        },
+    }
+
+
+def test_targets_follow_the_measured_ratios() -> None:
+    met = {name: ok for name, _, ok in report.targets(_doc(1000.0, 50.0))}
+    assert met["no-op drain >= 10x djray070"] is True
+    assert met["worker CPU <= 2 ms per no-op task"] is True
+    assert met["pickup p50 <= 10 ms"] is True
+    assert met["pickup p99 < 50 ms"] is False
+    assert met["no-op drain >= 5x tasksdb"] is None  # not measured: neither met nor missed
+    missed = {name: ok for name, _, ok in report.targets(_doc(400.0, 50.0))}
+    assert missed["no-op drain >= 10x djray070"] is False
+
+
+def test_markdown_has_ratio_against_each_peer() -> None:
+    text = report.markdown(_doc(1000.0, 50.0))
+    assert "| peer | 10 | 50 | 20x |" in text
+    assert "## Targets (issue 6)" in text
+    assert "| pickup p99 < 50 ms | 60.0 ms | **no** |" in text
+
+
+def test_chart_is_written(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "c.png"
+    report.chart(_doc(1000.0, 50.0), path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+
+
+def test_process_tree_accounting_counts_reaped_grandchildren() -> None:
+    # The child starts a grandchild that burns CPU and is reaped before we look: its time
+    # must still be counted (through the child's cutime), and the tree must be found.
+    code = (
+        "import subprocess, sys, time\n"
+        f"subprocess.run([sys.executable, '-c', {BURN!r}], check=True)\n"
+        "print('done', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "done"
+        assert tree(proc.pid) == [proc.pid]
+        assert tree_cpu_seconds([proc.pid]) >= 0.25
+    finally:
+        stop_tree(proc.pid, grace=5)
+        proc.wait()
+    assert tree(proc.pid) == []
+
+
+def test_stop_tree_kills_descendants_that_ignore_sigterm() -> None:
+    code = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "child = subprocess.Popen([sys.executable, '-c', "
+        "'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    grandchild = int(proc.stdout.readline())
+    stop_tree(proc.pid, grace=0.5)
+    proc.wait(timeout=10)
+    assert not alive(grandchild)
+
+
+def test_cpu_group_or_tree_monitor_sees_a_burning_child() -> None:
+    group = CpuGroup("unit-test")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BURN + "import time; time.sleep(30)"], preexec_fn=group.preexec
+    )
+    monitor = TreeMonitor([proc.pid], group=group, interval=0.05)
+    try:
+        before = monitor.cpu()
+        deadline = time.monotonic() + 30
+        while monitor.cpu() - before < 0.25 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert monitor.cpu() - before >= 0.25
+        assert monitor.rss() > 0
+        if group.path is not None:
+            assert proc.pid in group.pids()
+    finally:
+        monitor.close()
+        stop_tree(proc.pid, grace=1)
+        group.close()
+        proc.wait()
