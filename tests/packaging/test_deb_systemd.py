@@ -111,12 +111,12 @@ class Lintian(threading.Thread):
     def run(self) -> None:
         started = time.monotonic()
         try:
-            self.output = build_deb.lintian(self.deb, stream=False, on_start=self._started)
+            self.output = build_deb.lintian(self.deb, stream=False, on_start=self._remember)
         except BaseException as error:  # reported by test_lintian_clean
             self.error = error
         self.seconds = time.monotonic() - started
 
-    def _started(self, proc: subprocess.Popen[str]) -> None:
+    def _remember(self, proc: subprocess.Popen[str]) -> None:
         self.proc = proc
 
     def stop(self) -> None:
