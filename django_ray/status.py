@@ -48,11 +48,25 @@ def probe_ray(address: str | None, timeout: float = 2.0) -> dict[str, Any]:
             "detail": "RAY_ADDRESS=auto names no host to probe; check `ray status` on the node",
         }
     if address.startswith(("http://", "https://")):
+        from django_ray.runners.ray_job import _auth_headers
+
         url = address.rstrip("/") + "/api/version"
+        request = urllib.request.Request(url, headers=_auth_headers())
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 body = response.read(2000).decode(errors="replace")
             return {"address": address, "reachable": True, "detail": f"GET {url}: {body[:200]}"}
+        except urllib.error.HTTPError as exc:
+            hint = (
+                "; the Ray auth token is missing or wrong (RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+                if exc.code in (401, 403)
+                else ""
+            )
+            return {
+                "address": address,
+                "reachable": False,
+                "detail": f"GET {url}: HTTP {exc.code}{hint}",
+            }
         except (urllib.error.URLError, OSError) as exc:
             return {"address": address, "reachable": False, "detail": f"GET {url}: {exc}"}
     parts = urlsplit(address if "://" in address else f"tcp://{address}")

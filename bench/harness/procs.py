@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,6 +121,28 @@ class CpuGroup:
         """``preexec_fn`` for :class:`subprocess.Popen`: move the child into the group."""
         if self.path is not None:
             (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    @contextlib.contextmanager
+    def joined(self) -> Iterator[None]:
+        """Run the body with this process inside the group, so children started meanwhile
+        (e.g. by a library that offers no ``preexec_fn``) land in it; then move back."""
+        if self.path is None:
+            yield
+            return
+        root = self.path.parent
+        home = root
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, rel = line.split(":", 2)
+            if (self.kind == "v1" and "cpuacct" in controllers.split(",")) or (
+                self.kind == "v2" and controllers == ""
+            ):
+                home = root / rel.lstrip("/")
+                break
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+        try:
+            yield
+        finally:
+            (home / "cgroup.procs").write_text(str(os.getpid()))
 
     def pids(self) -> list[int]:
         if self.path is None:

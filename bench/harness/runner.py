@@ -62,8 +62,9 @@ def _start_warm(ctx: Context, system: System, db: dict[str, Any], task: str) -> 
     try:
         # Sleeping tasks first, so that every execution slot gets its process (Ray starts
         # worker processes lazily), then the workload's own task.
-        system.enqueue(db, "sleep10", 4 * ctx.concurrency, "loop")
-        system.enqueue(db, task, WARMUP, "loop")
+        if system.warm_slots:
+            system.enqueue(db, "sleep10", 4 * ctx.concurrency, "loop")
+        system.enqueue(db, task, WARMUP if system.warm_slots else 4, "loop")
         with ctx.dbs.connect(db["name"]) as conn:
             if not _wait_drained(ctx, conn, system, run, 180):
                 raise RuntimeError(f"{system.key}: warm-up tasks not done in 180 s:\n{run.tail()}")

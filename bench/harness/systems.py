@@ -65,6 +65,7 @@ class WorkerRun:
     group: CpuGroup
     extra_roots: list[int] = field(default_factory=list)
     pausable: list[int] = field(default_factory=list)
+    head: Any = None  # django_ray.testing.ray.RayHead started for this run, if any
 
     @property
     def roots(self) -> list[int]:
@@ -86,6 +87,10 @@ class WorkerRun:
             stop_tree(proc.pid)
         for pid in self.extra_roots:
             stop_tree(pid)
+        if self.head is not None:
+            from django_ray.testing.ray import destroy_head
+
+            destroy_head(self.head)
         self.group.close()
 
     def tail(self, lines: int = 30) -> str:
@@ -110,6 +115,8 @@ class System:
     has_bulk: bool = False
     caps: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    ray_head: bool = False  # the harness starts a Ray head (in the worker's cgroup) per run
+    warm_slots: bool = True  # warm-up also runs 4 x concurrency 10 ms tasks (one per slot)
 
     @property
     def python(self) -> Path:
@@ -171,6 +178,11 @@ class System:
     ) -> WorkerRun:
         log = workdir / f"worker-{self.key}.log"
         group = CpuGroup(self.key)
+        head = None
+        extra: dict[str, str] = {}
+        if self.ray_head:
+            head = start_ray_head(self.env(db), group)
+            extra = {"BENCH_RUNNER": "ray_job", "BENCH_RAY_ADDRESS": head.dashboard_url}
         procs = []
         with open(log, "ab") as fh:
             for _ in range(self.processes):
@@ -178,7 +190,7 @@ class System:
                     subprocess.Popen(
                         [str(self.python), "-P", *(argv or self.worker_argv)],
                         cwd=SITE,
-                        env=self.env(db),
+                        env=self.env(db, extra),
                         stdout=fh,
                         stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
@@ -186,7 +198,35 @@ class System:
                         preexec_fn=group.preexec,
                     )
                 )
-        return WorkerRun(procs=procs, log=log, group=group)
+        run = WorkerRun(procs=procs, log=log, group=group, head=head)
+        if head is not None and head.process is not None:
+            run.extra_roots.append(head.process.pid)
+        return run
+
+
+def start_ray_head(env: dict[str, str], group: CpuGroup) -> Any:
+    """A private Ray head on free ports whose processes are accounted to ``group``.
+
+    Its environment carries the benchmark's settings so that Ray Jobs can bootstrap Django.
+    """
+    import tempfile
+
+    from django_ray.testing.postgres import free_port
+    from django_ray.testing.ray import RayHead
+
+    # Short: Ray's unix socket paths under it must stay within 107 bytes.
+    root = Path(tempfile.mkdtemp(prefix="drb-", dir="/tmp"))
+    (root / "t").mkdir()
+    head = RayHead(
+        temp_dir=root / "t",
+        gcs_port=free_port(),
+        dashboard_port=free_port(),
+        num_cpus=os.cpu_count() or 2,
+        env={k: v for k, v in env.items() if k.startswith(("BENCH_", "DJANGO_", "PYTHON"))},
+    )
+    with group.joined():
+        head.start()
+    return head
 
 
 def all_systems(concurrency: int) -> list[System]:
@@ -210,6 +250,27 @@ def all_systems(concurrency: int) -> list[System]:
                 "--local",
             ],
             has_bulk=True,
+        ),
+        System(
+            key="ours-jobs",
+            label="django-ray (ours, Ray Jobs)",
+            family="ours",
+            venv="ours",
+            table=RAY_TABLE,
+            worker_argv=[
+                "-m",
+                "django",
+                "django_ray_worker",
+                "--queue",
+                "default",
+                "--concurrency",
+                c,
+            ],
+            has_bulk=True,
+            ray_head=True,
+            warm_slots=False,
+            caps={"noop": 200, "sleep10": 200, "hist": 200, "trickle": 50},
+            note="one Ray Job per task: few tasks, it is the per-task overhead that is measured",
         ),
         System(
             key="djray070",

@@ -51,6 +51,9 @@ else:
         "DEFAULT_CONCURRENCY": int(os.environ.get("BENCH_CONCURRENCY", "8")),
         "MAX_TASK_ATTEMPTS": 1,
     }
+    if os.environ.get("BENCH_RUNNER"):  # Ray Jobs mode: no --local/--cluster flag
+        DJANGO_RAY["RUNNER"] = os.environ["BENCH_RUNNER"]
+        DJANGO_RAY["RAY_ADDRESS"] = os.environ["BENCH_RAY_ADDRESS"]
 
 LOGGING = {
     "version": 1,

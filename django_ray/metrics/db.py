@@ -23,6 +23,11 @@ SQL statement (a ``UNION ALL`` of small aggregates) over ``django_ray_raytaskexe
 exposed as *untyped* rather than as a counter (Prometheus convention reserves ``_total`` for
 counters; untyped metrics are exempt from that lint).
 
+Cost: two sequential scans of the executions table per scrape (state counts; FAILED/LOST by
+callable, which uses the ``(state, finished_at)`` index when failures are a small share). Measured
+on a busy 2-core machine: ~0.35 s at 300k rows, ~1 s at 1M rows. Keep the table small with
+``django_ray_prune`` and scrape every 15-30 s.
+
 ``callable_path`` labels are bounded: the ``max_callables`` callables with the most recent
 failures (then most failures overall) are named, the rest are summed as ``__other__``.
 """
@@ -30,6 +35,7 @@ failures (then most failures overall) are named, the rest are summed as ``__othe
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -37,6 +43,8 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric, UnknownMetricFamily
 from prometheus_client.registry import Collector
+
+logger = logging.getLogger("django_ray.metrics")
 
 STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED", "LOST")
 OWNED_STATES = ("RUNNING", "CANCELLING")
@@ -138,7 +146,9 @@ class DatabaseCollector(Collector):
         )
         try:
             rows = self.query(now)
-        except Exception:
+        except Exception as exc:
+            # A scrape must not fail: report the database as down and say why in the log.
+            logger.warning("django-ray metrics query failed: %s", exc)
             db_up.add_metric([], 0)
             yield db_up
             return

@@ -148,12 +148,18 @@ def configured_port(environ: Mapping[str, str] | None = None) -> int | None:
     return port
 
 
-def start_exporter(port: int | None = None, addr: str = "0.0.0.0") -> int | None:
+ADDRESS_ENV = "DJANGO_RAY_WORKER_METRICS_ADDRESS"
+
+
+def start_exporter(port: int | None = None, addr: str | None = None) -> int | None:
     """Serve the worker's metrics on ``port`` (default: :func:`configured_port`).
 
-    ``None`` (the default setting) serves nothing; ``0`` picks a free port. Returns the bound
-    port, or None. Starting twice returns the port already bound.
+    ``None`` (the default setting) serves nothing; ``0`` picks a free port. The address is
+    ``addr``, else ``$DJANGO_RAY_WORKER_METRICS_ADDRESS``, else all interfaces (bind it to the
+    cluster network where Prometheus scrapes from). Returns the bound port, or None. Starting
+    twice returns the port already bound.
     """
+    addr = addr or os.environ.get(ADDRESS_ENV, "").strip() or "0.0.0.0"
     if port is None:
         port = configured_port()
     if port is None:

@@ -88,13 +88,7 @@ class RayCoreRunner(Runner):
                 f"{type(exc).__name__}: {exc}. Check RAY_ADDRESS, that the head is up, and the "
                 "Ray auth token (RAY_AUTH_TOKEN or ~/.ray/auth_token) matches the cluster's."
             ) from exc
-        # ``concurrency`` calls must be able to run at once: with Ray's default of one CPU per
-        # call, a 2-CPU node would run only 2 of them and I/O-bound tasks would queue in Ray.
-        cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        self.num_cpus_per_call = min(1.0, cpus / self.concurrency)
-        self._remote = ray.remote(max_retries=0, num_cpus=self.num_cpus_per_call)(
-            execution.run_chunk
-        )
+        self._remote = ray.remote(max_retries=0)(execution.run_chunk)
         self._connected = True
 
     def healthy(self) -> bool:

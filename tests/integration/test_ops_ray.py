@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from django.core.management import call_command
 from prometheus_client.parser import text_string_to_metric_families
 
 from django_ray.models import RayTaskExecution, TaskState
+from django_ray.status import probe_ray
 from django_ray.testing.postgres import free_port
 from tests import tasks
 from tests.conftest import wait_until
@@ -73,4 +76,35 @@ def test_cluster_worker_metrics_and_status(start_worker, ray_head, settings: Any
     assert status["ray"]["worker_runners"] == ["ray_core"]
     assert checks["workers"]["status"] == "ok"
     assert {lease["worker_id"] for lease in status["leases"]} >= {"ray-metrics-worker"}
+    # The Jobs API address (the default ray_job runner's RAY_ADDRESS) answers with the token.
+    settings.DJANGO_RAY = {**settings.DJANGO_RAY, "RAY_ADDRESS": ray_head.dashboard_url}
+    assert probe_ray(ray_head.dashboard_url)["reachable"] is True
+    out = io.StringIO()
+    call_command("django_ray_status", "--json", stdout=out)
+    assert {c["name"]: c for c in json.loads(out.getvalue())["checks"]}["ray"]["status"] == "ok"
     assert worker.stop() == 0, worker.log()
+
+
+def test_probe_names_auth_failures() -> None:
+    class Unauthorized(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(401)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Unauthorized)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = probe_ray(f"http://127.0.0.1:{server.server_address[1]}", timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result["reachable"] is False
+    assert "HTTP 401" in result["detail"] and "auth token" in result["detail"]
+    closed = probe_ray(f"127.0.0.1:{free_port()}", timeout=2)
+    assert closed["reachable"] is False and "TCP" in closed["detail"]
+    assert probe_ray("not an address")["reachable"] is False
+    assert probe_ray(None)["reachable"] is None

@@ -221,10 +221,10 @@ def test_log_messages_named_exist_in_the_worker() -> None:
     section = RUNBOOK.split("Messages to know:", 1)[1].split("##", 1)[0]
     messages = re.findall(r"`([^`]+)`", section)
     assert len(messages) >= 10
-    source = "".join(p.read_text() for p in (ROOT / "django_ray" / "worker").glob("*.py"))
+    source = "".join(p.read_text() for p in (ROOT / "django_ray").rglob("*.py"))
     for message in messages:
         pattern = re.escape(message).replace("N", "%s")
-        assert re.search(pattern, source), f"worker never logs {message!r}"
+        assert re.search(pattern, source), f"django_ray never logs {message!r}"
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from django.tasks.base import TaskResult, TaskResultStatus
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
+from django_ray import transitions
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState, TaskWorkerLease
 from tests import tasks
 from tests.conftest import WorkerProcess, wait_until, worker_env
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.django_db
 
 WORKER_ID = "e2e-worker"
 BACKOFF = 0.3  # RETRY_BACKOFF_SECONDS of this worker
-TERMINAL = (TaskState.SUCCEEDED, TaskState.FAILED)
+TERMINAL = (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
 BOGUS_PATHS = ("tests.tasks.does_not_exist", "no_such_module.task", "tests.tasks.not_a_task")
 
 
@@ -77,6 +78,10 @@ def scenario(django_db_setup, django_db_blocker, ray_head, tmp_path_factory) -> 
         r["set"] = tasks.returns_set.enqueue()
         r["signalled"] = tasks.signalled.enqueue("ok")
         r["signalled_fail"] = tasks.signalled_fail.enqueue("bad")
+        r["max2"] = tasks.fail_always.using(max_attempts=2).enqueue("twice")
+        # A timeout runs a task alone in its Ray call: stopping it stops nothing else.
+        r["timeout"] = tasks.sleep_for.using(timeout_seconds=1, max_attempts=1).enqueue(60)
+        r["cancel"] = tasks.sleep_for.using(timeout_seconds=300).enqueue(60, "never")
         r["other_queue"] = tasks.record.using(queue_name="other").enqueue("other-queue")
         s.run_after = timezone.now() + datetime.timedelta(seconds=3)
         r["deferred"] = tasks.record.using(run_after=s.run_after).enqueue("deferred")
@@ -108,6 +113,10 @@ def scenario(django_db_setup, django_db_blocker, ray_head, tmp_path_factory) -> 
         )
         s.worker_pid = worker.pid
         try:
+            wait_until(
+                lambda: _row(r["cancel"]).state == TaskState.RUNNING, 120, explain=worker.log
+            )
+            assert transitions.request_cancel(r["cancel"].id) == TaskState.CANCELLING
             wait_until(
                 lambda: (
                     not RayTaskExecution.objects.filter(queue_name__in=["default", "slow"])
@@ -344,3 +353,29 @@ def test_operator_log_lines_carry_the_task_fields(scenario: Scenario) -> None:
             f"{event} task_id={row.task_id} callable=tests.tasks.add queue=default "
             f"worker_id={WORKER_ID} attempt=1"
         ) in scenario.log
+
+
+def test_per_task_max_attempts(scenario: Scenario) -> None:
+    result = _fetched(scenario, "max2")
+    assert result.status == TaskResultStatus.FAILED
+    assert result.attempts == 2 and len(result.errors) == 2
+    assert _row(scenario.results["max2"]).max_attempts == 2
+
+
+def test_timeout_stops_the_task(scenario: Scenario) -> None:
+    row = _row(scenario.results["timeout"])
+    assert row.state == TaskState.FAILED and row.attempt_number == 1
+    assert row.error_class_path == "builtins.TimeoutError"
+    assert row.error_message == "Task tests.tasks.sleep_for timed out after 1 seconds"
+    assert row.finished_at - row.started_at < datetime.timedelta(seconds=60)
+
+
+def test_cancel_of_a_running_task(scenario: Scenario) -> None:
+    row = _row(scenario.results["cancel"])
+    assert row.state == TaskState.CANCELLED and row.finished_at is not None, scenario.log
+    assert not TaskProbe.objects.filter(name="never").exists()
+    assert list(TaskAttempt.objects.filter(execution=row).values_list("state", flat=True)) == [
+        TaskState.CANCELLED
+    ]
+    assert _fetched(scenario, "cancel").status == TaskResultStatus.FAILED
+    assert f"cancelled task_id={row.task_id}" in scenario.log

@@ -211,3 +211,18 @@ def test_dashboard_is_grafana_json_using_real_metrics() -> None:
         "django_ray_queue_depth",
     ):
         assert required in used
+
+
+def test_alert_jobs_are_scraped_by_the_ansible_monitoring_role() -> None:
+    template = ROOT / "ansible" / "roles" / "monitoring" / "templates" / "prometheus.yml.j2"
+    if not template.exists():
+        pytest.skip("the Ansible monitoring role is not in this checkout")
+    scraped = set(re.findall(r"job_name:\s*([\w-]+)", template.read_text()))
+    rules = yaml.safe_load(RULES.read_text())["groups"][0]["rules"]
+    referenced = {job for rule in rules for job in re.findall(r'job="([^"]+)"', rule["expr"])}
+    assert referenced, "the rules name the jobs they watch"
+    assert referenced <= scraped, f"rules watch jobs the role never scrapes: {referenced - scraped}"
+    # And the README's documented job names match too.
+    readme = (MONITORING / "README.md").read_text()
+    for job in ("django-ray", "django-ray-worker"):
+        assert f'job="{job}"' in readme and job in scraped

@@ -79,8 +79,10 @@ def test_exporter_serves_over_http(
     monkeypatch.delenv(wm.PORT_ENV, raising=False)
     settings.DJANGO_RAY = {}
     assert wm.start_exporter(None) is None  # no port configured: no server
-    port = wm.start_exporter(0, addr="127.0.0.1")
+    monkeypatch.setenv(wm.ADDRESS_ENV, "127.0.0.1")
+    port = wm.start_exporter(0)
     assert port
+    assert fresh._server.server_address[0] == "127.0.0.1"
     assert wm.start_exporter(0, addr="127.0.0.1") == port  # idempotent
     wm.record_claimed("q", 2)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
