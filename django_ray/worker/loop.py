@@ -434,6 +434,17 @@ class Worker:
                 worker_id,
                 extra={"worker_id": worker_id},
             )
+        # Rows this worker owns but its runner no longer reports (dropped by an error): their
+        # heartbeats stopped, so after the stuck timeout they take the same retry path.
+        untracked = transitions.recover_untracked(
+            self.worker_id,
+            self.runner.in_flight_ids(),
+            float(self.conf.STUCK_TASK_TIMEOUT_SECONDS),
+            self.using,
+        )
+        report.lost += untracked.lost
+        report.requeued += untracked.requeued
+        report.cancelled += untracked.cancelled
         recovered = len(report.lost) + len(report.cancelled)
         if recovered:
             self.stats.recovered += recovered

@@ -150,3 +150,20 @@ def test_racing_adopters_adopt_each_job_exactly_once():
     assert set(RayTaskExecution.objects.filter(pk__in=ids).values_list("state", flat=True)) == {
         S.RUNNING
     }
+
+
+def test_rows_a_live_worker_lost_track_of_are_recovered_after_the_stuck_timeout():
+    transitions.register_lease("alive-2", "host", 3, ["default"], "ray_core", 4, 300.0)
+    for i in range(3):
+        tasks.record.enqueue(f"untracked-{i}")
+    a, b, c = transitions.claim("alive-2", ["default"], 3)
+    old = timezone.now() - timedelta(seconds=60)
+    RayTaskExecution.objects.filter(pk__in=[a.id, b.id]).update(last_heartbeat_at=old)
+    # a: still tracked by the runner; b: dropped and stale; c: dropped but fresh (just claimed).
+    report = transitions.recover_untracked("alive-2", [a.id], 3.0)
+    assert report.lost == [b.id] and report.requeued == [b.id]
+    states = dict(RayTaskExecution.objects.values_list("id", "state"))
+    assert states == {a.id: S.RUNNING, b.id: S.QUEUED, c.id: S.RUNNING}
+    row = RayTaskExecution.objects.get(pk=b.id)
+    assert "lost track of attempt 1" in row.error_message
+    assert transitions.detect_stuck_tasks(3.0).lost == []  # its owner is alive: not an orphan
