@@ -58,7 +58,8 @@ class JobsApiError(RuntimeError):
     """The Jobs API answered with an error status."""
 
     def __init__(self, status: int, text: str) -> None:
-        super().__init__(f"HTTP {status}: {text[-500:]}")
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        super().__init__(f"HTTP {status}: {(lines[-1] if lines else '')[:500]}")
         self.status = status
         self.text = text
 
@@ -243,7 +244,11 @@ class RayJobRunner(Runner):
 
     def free_slots(self) -> int:
         if not self._connected:
-            return 0
+            # The worker only calls wait() with work in flight; reconnect from here otherwise.
+            if not self._jobs and time.monotonic() >= self._retry_at:
+                self._probe()
+            if not self._connected:
+                return 0
         return max(0, self.concurrency - len(self._jobs))
 
     def _python(self) -> str:
@@ -339,6 +344,14 @@ class RayJobRunner(Runner):
                 finished.append((job.task, result))
         self._regained_contact()
         return finished
+
+    def _probe(self) -> None:
+        try:
+            self.client.version()
+        except (JobsApiError, JobsApiUnreachable) as exc:
+            self._lost_contact(exc)
+            return
+        self._regained_contact()
 
     def _give_up_if_unreachable_too_long(self) -> Finished:
         if self._unreachable_since is None:

@@ -51,6 +51,7 @@ def _restart_mid_run(start_worker, ray_head, args, env, count, seconds, name):
     return log, figures, down_for, first_success, all_done
 
 
+@pytest.mark.timeout(600)
 def test_ray_head_restart_mid_run_ray_core(start_worker, ray_head):
     log, figures, down, first, done = _restart_mid_run(
         start_worker,
@@ -72,20 +73,21 @@ def test_ray_head_restart_mid_run_ray_core(start_worker, ray_head):
     )
 
 
+@pytest.mark.timeout(600)
 def test_ray_head_restart_mid_run_ray_job(start_worker, ray_head):
     log, figures, down, first, done = _restart_mid_run(
         start_worker,
         ray_head,
         ["--concurrency", "3"],
         job_mode_env(ray_head),
-        count=10,
+        count=8,
         seconds=1.0,
         name="job-restart",
     )
     assert "lost the connection to the Ray Jobs API" in log
     assert "reconnected to the Ray Jobs API" in log
     report(
-        "ray head restart ray_job (10 tasks)",
+        "ray head restart ray_job (8 tasks)",
         head_stop_s=down,
         head_back_to_first_success_s=first,
         head_back_to_all_done_s=done,
