@@ -19,6 +19,7 @@ warning for queues that have due work but no active worker polling them.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -97,6 +98,19 @@ def _error_line(class_path: str | None, message: str | None) -> str:
     return f"{class_path}: {text}"
 
 
+def process_state(hostname: str, pid: int) -> str:
+    """``alive``/``gone`` for a worker on this host (by pid), ``remote`` for other hosts."""
+    if hostname != socket.gethostname():
+        return "remote"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "gone"
+    except PermissionError:
+        return "alive"  # exists, owned by another user
+    return "alive"
+
+
 def _polls(lease_queues: str, queue: str) -> bool:
     if lease_queues in ("", "*"):
         return True
@@ -164,6 +178,9 @@ def collect_status(
                 "heartbeat_age_seconds": round(
                     (now - lease["last_heartbeat_at"]).total_seconds(), 1
                 ),
+                "process": process_state(lease["hostname"], lease["pid"])
+                if lease["is_active"]
+                else None,
             }
         )
     active = [row for row in lease_rows if row["status"] == "active"]
@@ -279,7 +296,16 @@ def _checks(
         checks.append({"name": name, "status": status, "detail": detail})
 
     queued = states.get("QUEUED", 0)
-    if not active:
+    gone = [row["worker_id"] for row in active + stale if row.get("process") == "gone"]
+    if gone:
+        add(
+            "workers",
+            WARN if len(gone) < len(active) else FAIL,
+            f"{len(gone)} lease(s) held by a process that no longer runs on this host: "
+            + ", ".join(gone[:5])
+            + "; its rows are recovered once the lease expires",
+        )
+    elif not active:
         add(
             "workers",
             FAIL if queued else WARN,
@@ -389,12 +415,15 @@ def render_text(status: dict[str, Any]) -> str:
         lines.append("  (no queued or running tasks)")
     lines += ["", "Worker leases (oldest heartbeat first)"]
     if status["leases"]:
-        lines.append(f"  {'worker_id':<36} {'status':<8} {'heartbeat':>9}  {'runner':<8} queues")
+        lines.append(
+            f"  {'worker_id':<36} {'status':<8} {'heartbeat':>9}  {'process':<7} "
+            f"{'runner':<8} queues"
+        )
         for lease in status["leases"]:
             lines.append(
                 f"  {lease['worker_id']:<36} {lease['status']:<8} "
-                f"{format_duration(lease['heartbeat_age_seconds']):>9}  {lease['runner']:<8} "
-                f"{lease['queues']}"
+                f"{format_duration(lease['heartbeat_age_seconds']):>9}  "
+                f"{lease['process'] or '-':<7} {lease['runner']:<8} {lease['queues']}"
             )
     else:
         lines.append("  (no leases)")

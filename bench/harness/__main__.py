@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -105,7 +106,13 @@ def select(items: list[str], wanted: str, what: str) -> list[str]:
     return chosen
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM unwinds like Ctrl-C, so workers, Ray heads and the PostgreSQL server are stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     args = parse_args(argv)
     mode = "quick" if args.quick else "full"
     profile = PROFILES[mode]
@@ -218,6 +225,10 @@ def run_workload(
     for system in systems:
         if system.family == "none" and workload in ("enqueue", "hist"):
             continue
+        if workload == "trickle" and system.key in results:
+            continue  # measured right after the no-op drain, on the same warm worker
+        if workload not in system.workloads(doc["mode"]):
+            continue
         template = f"hist_{system.family}" if workload == "hist" else f"base_{system.family}"
         if workload == "hist" and not ctx.dbs.exists(template):
             continue
@@ -227,11 +238,7 @@ def run_workload(
             else {"name": "postgres", "host": ctx.dbs.host, "port": ctx.dbs.port}
         )
         task = "sleep10" if workload == "sleep10" else "noop"
-        n = profile["noop"] if workload == "hist" else profile[workload]
-        if workload in system.caps:
-            # Slow peers run fewer tasks (a quarter of that in --quick) to keep the run short.
-            cap = system.caps[workload] // (4 if doc["mode"] == "quick" else 1)
-            n = min(n, cap)
+        n = n_for(system, workload, profile, doc["mode"])
         log(f"{workload:8} {system.key:12} n={n:,} ...")
         t = time.monotonic()
         try:
@@ -241,7 +248,19 @@ def run_workload(
                 res = runner.trickle(ctx, system, db, n, 0.02)
             else:
                 fill = "bulk" if system.has_bulk else "loop"
-                res = runner.drain(ctx, system, db, task, n, workload, fill)
+                trickle_n = 0
+                if workload == "noop" and "trickle" in doc["config"]["workloads"]:
+                    trickle_n = n_for(system, "trickle", profile, doc["mode"])
+                res = runner.drain(ctx, system, db, task, n, workload, fill, trickle_n)
+                if "trickle" in res:
+                    tr = res.pop("trickle")
+                    doc["results"].setdefault("trickle", {})[system.key] = {
+                        "system": system.key,
+                        "workload": "trickle",
+                        "n": trickle_n,
+                        **tr,
+                    }
+                    log("  trickle: " + summary(doc["results"]["trickle"][system.key]))
                 if workload == "noop" and system.family != "none" and res.get("done"):
                     keep = f"done_{system.family}"
                     if not ctx.dbs.exists(keep):
@@ -257,6 +276,14 @@ def run_workload(
             log(f"  FAILED: {exc}")
         results[system.key] = res
         log("  " + summary(res) + f"  ({time.monotonic() - t:.0f} s)")
+
+
+def n_for(system: System, workload: str, profile: dict[str, Any], mode: str) -> int:
+    """Task count of ``workload`` for ``system``: slow peers run fewer (a quarter in --quick)."""
+    n = profile["noop"] if workload == "hist" else profile[workload]
+    if workload in system.caps:
+        n = min(n, max(1, system.caps[workload] // (4 if mode == "quick" else 1)))
+    return n
 
 
 def summary(res: dict[str, Any]) -> str:

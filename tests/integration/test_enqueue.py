@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connections
+from django.db import connections, transaction
 from django.tasks import task_backends
 from django.tasks.base import TaskResultStatus
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist, TaskResultMismatch
@@ -186,3 +186,14 @@ def test_aenqueue_and_aget_result() -> None:
 
     with pytest.raises(InvalidTask, match=r"args\[0\] is a builtins.set"):
         asyncio.run(bad())
+
+
+def test_enqueue_is_part_of_the_callers_transaction() -> None:
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort), transaction.atomic():
+        tasks.add.enqueue(1, 2)
+        assert RayTaskExecution.objects.count() == 1
+        raise Abort
+    assert not RayTaskExecution.objects.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 from datetime import timedelta
 
@@ -77,6 +78,29 @@ def test_status_json_reflects_live_data(history, settings) -> None:  # type: ign
     assert checks["leases"]["status"] == "warn" and "ghost-1" in checks["leases"]["detail"]
     assert checks["ray"]["status"] == "ok"
     assert "no worker polling" in checks["queues"]["detail"]
+
+
+def test_status_spots_a_dead_local_worker_process(history) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: its pid no longer runs
+    transitions.register_lease(
+        "crashed-1", socket.gethostname(), dead.pid, ["default"], "sync", 1, 60.0
+    )
+    transitions.register_lease(
+        "alive-1", socket.gethostname(), os.getpid(), ["default"], "sync", 1, 60.0
+    )
+    status = json.loads(run("django_ray_status", "--json", "--no-ray-probe"))
+    leases = {lease["worker_id"]: lease for lease in status["leases"]}
+    assert leases["crashed-1"]["process"] == "gone"
+    assert leases["alive-1"]["process"] == "alive"
+    assert leases["ghost-1"]["process"] == "remote"  # host-x is not this machine
+    workers = next(c for c in status["checks"] if c["name"] == "workers")
+    assert workers["status"] == "warn" and "crashed-1" in workers["detail"]
+    text = run("django_ray_status", "--no-ray-probe")
+    assert "gone" in text and "alive" in text
 
 
 def test_status_text_and_strict_exit_codes(history, settings) -> None:  # type: ignore[no-untyped-def]

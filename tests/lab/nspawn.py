@@ -228,17 +228,23 @@ def run_in_root(
     binds: Sequence[tuple[Path, str]] = (),
     binds_ro: Sequence[tuple[Path, str]] = (),
     timeout: float = 1800,
+    stream: bool = True,
+    on_start: Callable[[subprocess.Popen[str]], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a bash ``script`` in ``root`` with ``systemd-nspawn`` (no boot), streaming its output.
+    """Run a bash ``script`` in ``root`` with ``systemd-nspawn`` (no boot).
 
+    Output is collected (``.stdout``) and, with ``stream``, echoed to stderr as it comes.
+    ``on_start`` receives the nspawn process (e.g. to stop it from another thread).
     ``network=False`` gives the script a private network namespace with only loopback (offline).
     """
+    machine = f"lab-run-{os.getpid()}-{time.monotonic_ns() % 100000}"
     cmd = [
         "systemd-nspawn",
         "--quiet",
         "--register=no",
         "--keep-unit",
         "--as-pid2",
+        f"--machine={machine}",
         f"--directory={root}",
         "--resolv-conf=copy-host" if network else "--resolv-conf=off",
         "--setenv=DEBIAN_FRONTEND=noninteractive",
@@ -250,15 +256,39 @@ def run_in_root(
     cmd += [f"--bind={src}:{dst}" for src, dst in binds]
     cmd += [f"--bind-ro={src}:{dst}" for src, dst in binds_ro]
     cmd += ["/bin/bash", "-euo", "pipefail", "-c", script]
-    result = subprocess.run(
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    proc = subprocess.Popen(
         cmd,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        timeout=timeout,
-        preexec_fn=_own_cgroup(f"run-{os.getpid()}-{time.monotonic_ns()}"),
+        preexec_fn=_own_cgroup(machine),
         env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"},
     )
+    if on_start is not None:
+        on_start(proc)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            # nspawn cannot remove its propagate dir here and says so; _remove_propagate does.
+            if "nspawn/propagate" in line:
+                continue
+            lines.append(line)
+            if stream and not line.startswith(("I: ", "N: ")):
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise LabError(f"script in {root} ran longer than {timeout:.0f} s")
+        returncode = proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _remove_propagate(machine)
+        _remove_cgroup(machine)
+    result = subprocess.CompletedProcess(cmd, returncode, "".join(lines), None)
     if result.returncode != 0:
         raise LabError(
             f"script failed in {root} (exit {result.returncode}):\n{result.stdout[-4000:]}"

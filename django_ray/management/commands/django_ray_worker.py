@@ -65,7 +65,9 @@ class Command(BaseCommand):
             )
         queues = self._queues(options, backend)
         conf = ray_settings()
-        concurrency = options["concurrency"] or conf.DEFAULT_CONCURRENCY
+        concurrency = options["concurrency"]
+        if concurrency is None:
+            concurrency = conf.DEFAULT_CONCURRENCY
         if concurrency < 1:
             raise CommandError(f"--concurrency must be at least 1, not {concurrency}.")
         runner = self._runner(options, concurrency)
