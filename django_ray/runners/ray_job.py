@@ -165,7 +165,12 @@ class RayJobRunner(Runner):
             )
         self.address = address
         self.context = ProcessContext.current()
-        self.client = JobsClient(address)
+        self._config_error: RunnerUnavailable | None = None
+        try:
+            self.client = JobsClient(address)
+        except RunnerUnavailable as exc:  # reported by start(), which the worker handles
+            self._config_error = exc
+            self.client = JobsClient("http://invalid.invalid")
         self._jobs: dict[int, _Job] = {}
         self._lock = threading.Lock()
         self._last_poll = 0.0
@@ -178,6 +183,8 @@ class RayJobRunner(Runner):
     # -- connection -------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._config_error is not None:
+            raise self._config_error
         try:
             self.client.version()
         except (JobsApiError, JobsApiUnreachable) as exc:
@@ -215,7 +222,7 @@ class RayJobRunner(Runner):
                 pass
         self._connected = False
         self._retry_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, 30.0)
+        self._backoff = min(self._backoff * 2, 10.0)
 
     def _regained_contact(self) -> None:
         if self._unreachable_since is not None:

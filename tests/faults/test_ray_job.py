@@ -155,3 +155,18 @@ def test_a_cancel_whose_ray_job_worker_was_killed_stops_the_job(start_worker, ra
     assert not TaskProbe.objects.filter(name="orphan-job-cancel").exists()
     assert rescuer.stop() == 0
     report("cancel with killed worker ray_job", kill_to_cancelled_s=elapsed)
+
+
+@pytest.mark.parametrize(
+    ("address", "needle"),
+    [
+        ("ray://head:10001", "needs the dashboard's HTTP address"),
+        ("http://127.0.0.1:1", "Cannot reach the Ray Jobs API at http://127.0.0.1:1"),
+    ],
+)
+def test_a_wrong_jobs_api_address_is_a_clear_startup_failure(start_worker, address, needle):
+    worker = start_worker(
+        env={"DJANGO_RAY_TEST_SETTINGS": f'{{"RUNNER": "ray_job", "RAY_ADDRESS": "{address}"}}'}
+    )
+    assert worker.wait(60) == 1
+    assert needle in worker.log(), worker.log()
