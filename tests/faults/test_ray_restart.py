@@ -58,14 +58,14 @@ def test_ray_head_restart_mid_run_ray_core(start_worker, ray_head):
         ray_head,
         ["--cluster", ray_head.address, "--concurrency", "2"],
         None,
-        count=200,
+        count=120,
         seconds=0.05,
         name="core-restart",
     )
     assert "lost the connection to Ray" in log
     assert "reconnected to Ray" in log
     report(
-        "ray head restart ray_core (200 tasks)",
+        "ray head restart ray_core (120 tasks)",
         head_stop_s=down,
         head_back_to_first_success_s=first,
         head_back_to_all_done_s=done,
