@@ -10,7 +10,7 @@ most :data:`ADMIN_ACTION_MAX_ROWS` rows at once; larger batches belong to
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from django.contrib import admin, messages
@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from django_ray import transitions
+from django_ray.durations import format_duration
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState, TaskWorkerLease
 
 #: Most rows one admin action may touch.
@@ -106,6 +107,20 @@ def _pre(text: str | None) -> str:
     )
 
 
+def _iso(value: Any) -> str:
+    """``2026-01-01 12:00:00.123 UTC``: seconds matter when reading an incident."""
+    if value is None:
+        return "-"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def _span(start: Any, end: Any) -> str:
+    if start is None or end is None:
+        return "-"
+    seconds = (end - start).total_seconds()
+    return f"{seconds:.3f} s" if seconds < 60 else f"{format_duration(seconds)} ({seconds:.0f} s)"
+
+
 def _too_many(modeladmin: admin.ModelAdmin, request: HttpRequest, count: int, verb: str) -> bool:
     if count <= ADMIN_ACTION_MAX_ROWS:
         return False
@@ -122,18 +137,16 @@ def _too_many(modeladmin: admin.ModelAdmin, request: HttpRequest, count: int, ve
 class RayTaskExecutionAdmin(admin.ModelAdmin):
     """Executions: filter by state, queue, callable and worker; retry or cancel in batches."""
 
+    # State and error first so they stay on screen; the rest is one click away.
     list_display = (
         "task_id",
-        "callable_path",
-        "queue_name",
         "state",
+        "callable_path",
+        "error_summary",
+        "queue_name",
         "attempt_number",
-        "priority",
-        "run_after",
-        "started_at",
         "finished_at",
         "claimed_by_worker",
-        "error_summary",
     )
     list_filter = ("state", QueueFilter, CallablePathFilter, WorkerFilter)
     search_fields = ("task_id", "callable_path", "claimed_by_worker", "error_message")
@@ -143,6 +156,7 @@ class RayTaskExecutionAdmin(admin.ModelAdmin):
     show_full_result_count = False
     actions = ("retry_selected", "cancel_selected")
     inlines = (TaskAttemptInline,)
+    # On-call reads the error first; timestamps keep their seconds (UTC, ISO 8601).
     fieldsets = (
         (
             None,
@@ -150,38 +164,77 @@ class RayTaskExecutionAdmin(admin.ModelAdmin):
                 "fields": (
                     "task_id",
                     "callable_path",
-                    "backend_alias",
                     "queue_name",
                     "state",
-                    "priority",
                     "attempt_number",
                     "max_attempts",
-                    "worker_ids",
+                    "priority",
+                    "backend_alias",
                 )
             },
         ),
+        ("Error", {"fields": ("error_class_path", "error_message", "traceback")}),
         (
-            "Timing",
+            "Timing (UTC)",
             {
                 "fields": (
-                    "created_at",
-                    "run_after",
-                    "started_at",
-                    "finished_at",
-                    "last_heartbeat_at",
+                    "created",
+                    "due",
+                    "started",
+                    "finished",
+                    "last_heartbeat",
+                    "waited",
+                    "ran_for",
                     "timeout_seconds",
                 )
             },
         ),
-        ("Ownership", {"fields": ("claimed_by_worker", "ray_job_id")}),
+        ("Ownership", {"fields": ("claimed_by_worker", "worker_ids", "ray_job_id")}),
         ("Arguments", {"fields": ("args", "kwargs")}),
         ("Result", {"fields": ("result_data", "result_reference")}),
-        ("Error", {"fields": ("error_class_path", "error_message", "traceback")}),
     )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # Every field is read-only: states change only through the actions (transitions).
-        return [f.name for f in self.model._meta.fields] + ["traceback"]
+        return [f.name for f in self.model._meta.fields] + [
+            "traceback",
+            "created",
+            "due",
+            "started",
+            "finished",
+            "last_heartbeat",
+            "waited",
+            "ran_for",
+        ]
+
+    @admin.display(description="created")
+    def created(self, obj: RayTaskExecution) -> str:
+        return _iso(obj.created_at)
+
+    @admin.display(description="due (run_after)")
+    def due(self, obj: RayTaskExecution) -> str:
+        return _iso(obj.run_after)
+
+    @admin.display(description="started")
+    def started(self, obj: RayTaskExecution) -> str:
+        return _iso(obj.started_at)
+
+    @admin.display(description="finished")
+    def finished(self, obj: RayTaskExecution) -> str:
+        return _iso(obj.finished_at)
+
+    @admin.display(description="last heartbeat")
+    def last_heartbeat(self, obj: RayTaskExecution) -> str:
+        return _iso(obj.last_heartbeat_at)
+
+    @admin.display(description="waited (due to started)")
+    def waited(self, obj: RayTaskExecution) -> str:
+        return _span(obj.run_after, obj.started_at)
+
+    @admin.display(description="ran for")
+    def ran_for(self, obj: RayTaskExecution) -> str:
+        end = obj.finished_at or (timezone.now() if obj.state == TaskState.RUNNING else None)
+        return _span(obj.started_at, end)
 
     @admin.display(description="error")
     def error_summary(self, obj: RayTaskExecution) -> str:
@@ -189,7 +242,7 @@ class RayTaskExecutionAdmin(admin.ModelAdmin):
             return ""
         first = obj.error_message.strip().splitlines()[0] if obj.error_message.strip() else ""
         cls = (obj.error_class_path or "").rsplit(".", 1)[-1]
-        text = f"{cls}: {first}" if cls else first
+        text = f"{cls}: {first}" if cls and not first.startswith(f"{cls}:") else first
         return text if len(text) <= 120 else text[:117] + "..."
 
     @admin.display(description="traceback")

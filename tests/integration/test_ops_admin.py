@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
@@ -134,11 +136,17 @@ def test_filters_and_readable_traceback(seeded) -> None:  # type: ignore[no-unty
         page = client.get(f"{CHANGELIST}?{query}")
         assert page.status_code == 200, query
         assert page.context["cl"].result_count == expected, query
+    listing = client.get(f"{CHANGELIST}?state=FAILED").content.decode()
+    assert "PermanentError: do not retry me" in listing  # the error column, class named once
+    assert "PermanentError: PermanentError" not in listing
     page = client.get(f"{CHANGELIST}{failed[0].pk}/change/")
     assert page.status_code == 200
     body = page.content.decode()
     assert "<pre" in body and "Traceback (most recent call last)" in body
     assert "PermanentError" in body
+    # Timestamps keep their seconds; the error comes before the timing section.
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC", body)
+    assert body.index("Traceback (most recent call last)") < body.index("Timing (UTC)")
     leases = client.get("/admin/django_ray/taskworkerlease/")
     assert leases.status_code == 200 and b"inactive" in leases.content
     attempts = client.get("/admin/django_ray/taskattempt/?state=FAILED")

@@ -123,10 +123,11 @@ def test_notify_for_another_queue_does_not_claim_it(start_worker) -> None:  # ty
 RACE_TASKS = 2000
 
 
+@pytest.mark.timeout(900)  # ~40 s on an idle 2-core machine; far longer on a loaded one
 def test_two_workers_race_and_every_task_runs_exactly_once(start_worker, ray_head) -> None:  # type: ignore[no-untyped-def]
     workers = [
         start_worker(
-            "--cluster", ray_head.address, "--concurrency", "2", "--worker-id", f"racer-{n}"
+            "--cluster", ray_head.address, "--concurrency", "4", "--worker-id", f"racer-{n}"
         )
         for n in (1, 2)
     ]
@@ -141,7 +142,7 @@ def test_two_workers_race_and_every_task_runs_exactly_once(start_worker, ray_hea
 
     wait_until(
         lambda: RayTaskExecution.objects.filter(state=TaskState.SUCCEEDED).count() == RACE_TASKS,
-        240,
+        720,
         interval=0.5,
         explain=explain,
     )
@@ -172,7 +173,15 @@ def test_two_workers_race_and_every_task_runs_exactly_once(start_worker, ray_hea
 
 def test_sigterm_finishes_in_flight_work_and_releases_the_lease(start_worker) -> None:  # type: ignore[no-untyped-def]
     """On ``--local`` (embedded Ray, which installs its own SIGTERM handler: ours must win)."""
-    worker = start_worker("--local", "--concurrency", "2", "--worker-id", "local-worker")
+    worker = start_worker(
+        "--local",
+        "--concurrency",
+        "2",
+        "--worker-id",
+        "local-worker",
+        # Ample grace: the task must finish, however slowly this machine starts Ray workers.
+        env={"DJANGO_RAY_TEST_SETTINGS": json.dumps({"SHUTDOWN_GRACE_SECONDS": 120})},
+    )
     running = tasks.sleep_for.enqueue(3, "graceful")
     wait_until(lambda: _state(running.id) == TaskState.RUNNING, 120, explain=worker.log)
     worker.signal(signal.SIGTERM)
