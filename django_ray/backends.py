@@ -119,7 +119,9 @@ class RayTaskBackend(BaseTaskBackend):
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         errors: list[checks.CheckMessage] = []
         timeout = self.options.get("timeout_seconds")
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
             errors.append(
                 checks.Error(
                     f"TASKS[{self.alias!r}]['OPTIONS']['timeout_seconds'] must be a positive "
@@ -129,7 +131,9 @@ class RayTaskBackend(BaseTaskBackend):
                 )
             )
         attempts = self.options.get("max_attempts")
-        if attempts is not None and (not isinstance(attempts, int) or attempts < 1):
+        if attempts is not None and (
+            isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1
+        ):
             errors.append(
                 checks.Error(
                     f"TASKS[{self.alias!r}]['OPTIONS']['max_attempts'] must be an int >= 1, "

@@ -135,9 +135,14 @@ def up(name: str, hosts: list[str], pubkey: Path) -> dict:
     lab = nspawn.Lab(name)
     lab._bridge_up()
     start_apt_cache(lab)
-    lab.up(hosts, [molecule_layer(lab, pubkey), base])
-    for host in lab.hosts:
-        wait_ssh(host.address)
+    try:
+        lab.up(hosts, [molecule_layer(lab, pubkey), base])
+        for host in lab.hosts:
+            wait_ssh(host.address)
+    except (nspawn.LabError, OSError, subprocess.SubprocessError):
+        lab.save()  # so that `down` finds the hosts that did boot
+        down(name)
+        raise
     nspawn.log(f"{len(hosts)} hosts up in {time.monotonic() - started:.1f} s")
     return {
         "lab": name,
@@ -154,11 +159,27 @@ def down(name: str) -> None:
     except nspawn.LabError:
         lab = None
     if lab is not None:
+        # Test hosts hold nothing worth an orderly shutdown (that waits for every unit's stop
+        # timeout): power them off hard, then let the library unmount and clean up.
+        for host in lab.hosts:
+            nspawn.kill_host(host)
         lab.down()
+        for host in lab.hosts:
+            _wait_veth_gone(host)
     bridge = f"br-{name}"
     if Path(f"/sys/class/net/{bridge}").exists():
         subprocess.run(["ip", "link", "del", bridge], check=False)
     shutil.rmtree(nspawn.CACHE / "run" / f"{name}-layer", ignore_errors=True)
+
+
+def _wait_veth_gone(host: nspawn.Host, timeout: float = 20) -> None:
+    """The kernel frees a dead container's veth asynchronously; a new boot needs the name."""
+    path = Path("/sys/class/net") / _veth(host)
+    deadline = time.monotonic() + timeout
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if path.exists():
+        subprocess.run(["ip", "link", "del", _veth(host)], check=False)
 
 
 def _veth(host: nspawn.Host) -> str:
@@ -207,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "reboot":
             if host.nspawn_pid:
                 nspawn.stop_host(host)
+            _wait_veth_gone(host)
             lab._boot(host, fresh=False)
             lab.save()
             host.wait_running(180)

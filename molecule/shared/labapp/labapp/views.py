@@ -47,7 +47,9 @@ def status(request: HttpRequest) -> HttpResponse:
             "result": row.result_data,
             "attempt": row.attempt_number,
             "workers": row.worker_ids,
+            "claimed_by": row.claimed_by_worker,
             "attempts": attempts.get(row.id, []),
+            "lost_attempts": sum(a["state"] == "LOST" for a in attempts.get(row.id, [])),
             "error": row.error_message,
         }
         for row in rows
