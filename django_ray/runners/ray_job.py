@@ -149,6 +149,7 @@ class _Job:
     cancel_requested: bool = False
     timed_out: bool = False
     stop_sent: bool = False
+    last_error: str = ""
 
 
 class RayJobRunner(Runner):
@@ -306,6 +307,7 @@ class RayJobRunner(Runner):
             self._lost_contact(exc)
             return
         except JobsApiError as exc:
+            job.last_error = str(exc)
             logger.warning(
                 "submitting Ray Job %s failed (%s); will retry",
                 job.submission_id,
@@ -401,7 +403,20 @@ class RayJobRunner(Runner):
             if not job.submitted:
                 if not self._connected:
                     raise JobsApiUnreachable("submit failed")
-                return None
+                limit = float(ray_settings().STUCK_TASK_TIMEOUT_SECONDS)
+                if time.monotonic() - job.since < limit:
+                    return None
+                # The API answers but refuses this job (e.g. a bad runtime_env): retry path.
+                return Outcome(
+                    job.task.id,
+                    job.task.attempt_number,
+                    OutcomeKind.LOST,
+                    error_class_path="django_ray.RayJobNotSubmitted",
+                    error_message=(
+                        f"Ray refused to start Ray Job {job.submission_id} for {limit:.0f}s: "
+                        f"{job.last_error}"
+                    )[:4000],
+                )
         details = self.client.status(job.submission_id)
         if details is None:
             return self._row_outcome(

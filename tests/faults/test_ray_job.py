@@ -170,3 +170,20 @@ def test_a_wrong_jobs_api_address_is_a_clear_startup_failure(start_worker, addre
     )
     assert worker.wait(60) == 1
     assert needle in worker.log(), worker.log()
+
+
+def test_a_job_ray_cannot_start_goes_through_the_retry_path(start_worker, ray_head):
+    result = tasks.add.using(max_attempts=2).enqueue(1, 1)
+    env = job_mode_env(ray_head, RAY_JOB_RUNTIME_ENV={"working_dir": "not-a-uri-or-zip"})
+    worker = start_worker(env=env)
+    wait_until(lambda: _row(result).state == TaskState.LOST, 90, explain=worker.log)
+    row = _row(result)
+    assert row.attempt_number == 2
+    history = list(TaskAttempt.objects.filter(execution=row).values_list("state", flat=True))
+    assert history == [TaskState.LOST, TaskState.LOST]
+    attempt = TaskAttempt.objects.filter(execution=row).first()
+    # Ray accepts the submission, then fails the job while setting up its runtime env: the
+    # attempt is LOST with Ray's reason (never RUNNING forever, never a crashed worker).
+    assert attempt.error_class_path == "django_ray.RayJobLost", attempt.error_message
+    assert "ended FAILED" in attempt.error_message and "working_dir" in attempt.error_message
+    assert worker.stop() == 0
