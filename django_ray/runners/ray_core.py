@@ -31,6 +31,14 @@ TARGET_CHUNK_SECONDS = 0.05
 DURATION_SMOOTHING = 0.3
 
 
+class _RayGone(Exception):
+    """Ray itself (the local raylet, the cluster) went away while collecting a result."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 @dataclass
 class _Chunk:
     ref: Any
@@ -57,6 +65,7 @@ class RayCoreRunner(Runner):
         self._remote: Any = None
         self._ray: Any = None
         self._connected = False
+        self._carry: Finished = []  # outcomes collected just before Ray went away
 
     # -- connection -------------------------------------------------------------------------
 
@@ -165,7 +174,14 @@ class RayCoreRunner(Runner):
         finished: Finished = []
         for ref in ready:
             chunk = self._chunks.pop(ref)
-            finished.extend(self._collect(chunk))
+            try:
+                finished.extend(self._collect(chunk))
+            except _RayGone as gone:
+                # Ray itself went away: keep the chunk (mark_connection_lost reports it LOST),
+                # keep what was collected, and let the worker reconnect before claiming more.
+                self._chunks[ref] = chunk
+                self._carry.extend(finished)
+                raise gone.error from None
         return finished
 
     def _collect(self, chunk: _Chunk) -> Finished:
@@ -176,7 +192,11 @@ class RayCoreRunner(Runner):
             outcomes: list[Outcome] = ray.get(chunk.ref)
         except rex.TaskCancelledError:
             return self._stopped(chunk)
-        except (rex.WorkerCrashedError, rex.RayTaskError, rex.RayActorError) as exc:
+        except (rex.LocalRayletDiedError, rex.RaySystemError) as exc:
+            raise _RayGone(exc) from exc
+        except Exception as exc:
+            # WorkerCrashedError, RayTaskError, RayActorError, NodeDiedError, ...: completion is
+            # unknown, so never drop the chunk's tasks.
             if chunk.timed_out or chunk.cancel_requested:
                 return self._stopped(chunk)
             return [
@@ -187,7 +207,7 @@ class RayCoreRunner(Runner):
                         t.attempt_number,
                         OutcomeKind.LOST,
                         error_class_path=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                        error_message=f"The Ray worker running this task died: {exc}"[:4000],
+                        error_message=f"Ray lost this task (its worker or node died): {exc}"[:4000],
                         retryable=True,
                     ),
                 )
@@ -260,7 +280,9 @@ class RayCoreRunner(Runner):
 
     def mark_connection_lost(self) -> Finished:
         """Everything in flight has unknown completion after Ray went away: report it LOST."""
-        finished: Finished = [
+        finished: Finished = self._carry
+        self._carry = []
+        finished += [
             (
                 t,
                 Outcome(
