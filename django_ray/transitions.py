@@ -365,6 +365,63 @@ class RecoveryReport:
     cancelled: list[int] = field(default_factory=list)
 
 
+LEASE_EXPIRED_REASON = (
+    "Worker {owner} stopped heartbeating (lease expired) while attempt {attempt} was {state}; "
+    "completion unknown."
+)
+UNTRACKED_REASON = (
+    "Worker {owner} lost track of attempt {attempt} ({state}; its runner no longer reports it); "
+    "completion unknown."
+)
+
+
+def _recover_rows(
+    orphans: Sequence[tuple[object, ...]],
+    report: RecoveryReport,
+    using: str,
+    reason: str | None = None,
+) -> None:
+    """Recover locked orphan rows: RUNNING -> LOST (-> QUEUED by the retry policy); CANCELLING
+    -> CANCELLED. Called inside the transaction that locked them."""
+    now = timezone.now()
+    for row_id, state, attempt, max_attempts, owner, started_at, _job in orphans:
+        if state == S.CANCELLING:
+            target = S.CANCELLED
+            report.cancelled.append(row_id)
+        elif retry.should_retry(attempt, max_attempts, retryable=True):
+            target = S.QUEUED
+            report.lost.append(row_id)
+            report.requeued.append(row_id)
+        else:
+            target = S.LOST
+            report.lost.append(row_id)
+        message = (reason or LEASE_EXPIRED_REASON).format(owner=owner, attempt=attempt, state=state)
+        updates: dict[str, object] = {
+            "state": target,
+            "error_class_path": None if target == S.CANCELLED else "django_ray.LostAttempt",
+            "error_message": None if target == S.CANCELLED else message,
+            "last_heartbeat_at": now,
+        }
+        if target == S.QUEUED:
+            updates.update(claimed_by_worker=None, started_at=None, finished_at=None)
+            updates["run_after"] = now
+        else:
+            updates["finished_at"] = now
+        RayTaskExecution.objects.using(using).filter(pk=row_id).update(**updates)
+        TaskAttempt.objects.using(using).get_or_create(
+            execution_id=row_id,
+            attempt_number=attempt,
+            defaults={
+                "worker_id": owner,
+                "state": S.CANCELLED if target == S.CANCELLED else S.LOST,
+                "started_at": started_at,
+                "finished_at": now,
+                "error_class_path": None if target == S.CANCELLED else "django_ray.LostAttempt",
+                "error_message": None if target == S.CANCELLED else message,
+            },
+        )
+
+
 def detect_stuck_tasks(
     stuck_timeout: float, limit: int = 500, using: str = "default"
 ) -> RecoveryReport:
@@ -410,48 +467,48 @@ def detect_stuck_tasks(
                     "ray_job_id",
                 )[:limit]
             )
-        now = timezone.now()
-        for row_id, state, attempt, max_attempts, owner, started_at, _job in orphans:
-            if state == S.CANCELLING:
-                target = S.CANCELLED
-                report.cancelled.append(row_id)
-            elif retry.should_retry(attempt, max_attempts, retryable=True):
-                target = S.QUEUED
-                report.lost.append(row_id)
-                report.requeued.append(row_id)
-            else:
-                target = S.LOST
-                report.lost.append(row_id)
-            message = (
-                f"Worker {owner} stopped heartbeating (lease expired) while attempt {attempt} "
-                f"was {state}; completion unknown."
-            )
-            updates: dict[str, object] = {
-                "state": target,
-                "error_class_path": None if target == S.CANCELLED else "django_ray.LostAttempt",
-                "error_message": None if target == S.CANCELLED else message,
-                "last_heartbeat_at": now,
-            }
-            if target == S.QUEUED:
-                updates.update(claimed_by_worker=None, started_at=None, finished_at=None)
-                updates["run_after"] = now
-            else:
-                updates["finished_at"] = now
-            RayTaskExecution.objects.using(using).filter(pk=row_id).update(**updates)
-            TaskAttempt.objects.using(using).get_or_create(
-                execution_id=row_id,
-                attempt_number=attempt,
-                defaults={
-                    "worker_id": owner,
-                    "state": S.CANCELLED if target == S.CANCELLED else S.LOST,
-                    "started_at": started_at,
-                    "finished_at": now,
-                    "error_class_path": None if target == S.CANCELLED else "django_ray.LostAttempt",
-                    "error_message": None if target == S.CANCELLED else message,
-                },
-            )
+        _recover_rows(orphans, report, using)
     for row_id in report.lost:
         logger.warning("recovered orphaned row id=%s (LOST)", row_id)
+    return report
+
+
+def recover_untracked(
+    worker_id: str, tracked_ids: Sequence[int], stuck_timeout: float, using: str = "default"
+) -> RecoveryReport:
+    """Recover rows ``worker_id`` owns but no longer runs (its runner lost track of them).
+
+    The lease thread heartbeats only the rows the runner reports, so a row the runner dropped
+    (e.g. an error while collecting a result as Ray went down) stops heartbeating even though
+    its owner is alive; after ``stuck_timeout`` it goes through the same LOST/retry path as an
+    orphan of a dead worker. Rows are locked with SKIP LOCKED, like :func:`detect_stuck_tasks`.
+    """
+    report = RecoveryReport()
+    cutoff = timezone.now() - timedelta(seconds=stuck_timeout)
+    with transaction.atomic(using=using):
+        qs = (
+            RayTaskExecution.objects.using(using)
+            .filter(claimed_by_worker=worker_id, state__in=[S.RUNNING, S.CANCELLING])
+            .filter(Q(last_heartbeat_at__lt=cutoff) | Q(last_heartbeat_at__isnull=True))
+            .exclude(pk__in=list(tracked_ids))
+            .order_by("id")
+        )
+        if sql.is_postgres(using):
+            qs = qs.select_for_update(skip_locked=True)
+        rows = list(
+            qs.values_list(
+                "id",
+                "state",
+                "attempt_number",
+                "max_attempts",
+                "claimed_by_worker",
+                "started_at",
+                "ray_job_id",
+            )[:500]
+        )
+        _recover_rows(rows, report, using, reason=UNTRACKED_REASON)
+    for row_id in report.lost:
+        logger.warning("recovered untracked row id=%s of live worker %s (LOST)", row_id, worker_id)
     return report
 
 

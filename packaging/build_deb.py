@@ -101,7 +101,7 @@ def main() -> int:
     wheelhouse = nspawn.CACHE / "wheelhouse"
     pyplatform.wheelhouse(sys.executable, wheelhouse)
     lowers = build_root()
-    work = nspawn.CACHE / "run" / f"debbuild-{int(time.time())}"
+    work = nspawn.CACHE / "run" / f"debbuild-{os.getpid()}-{int(time.time())}"
     deb = args.dist / f"django-ray_{version}_amd64.deb"
     deb.unlink(missing_ok=True)
     nspawn.log(f"building {deb.name} in the Debian 13 build root (offline)")

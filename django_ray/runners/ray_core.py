@@ -1,9 +1,11 @@
 """Ray Core runner (``--local`` and ``--cluster``): tasks run as Ray remote functions.
 
-Short tasks are sent in chunks: one Ray call runs several Django tasks back to back, so Ray's
-per-call overhead is paid once per chunk. The chunk size adapts to the measured task duration
-(aiming at about :data:`TARGET_CHUNK_SECONDS` per chunk, at most ``MAX_CHUNK_SIZE``); a task
-with a timeout always runs alone so that stopping it stops nothing else. ``concurrency`` is the
+Short tasks are sent in chunks: one Ray call runs several Django tasks of the same callable back
+to back, so Ray's per-call overhead is paid once per chunk. The chunk size of a callable follows
+its measured duration (aiming at about :data:`TARGET_CHUNK_SECONDS` per chunk, at most
+``MAX_CHUNK_SIZE``). A callable not measured yet, a slow one, and any task with a timeout run
+alone, so a long task never holds short ones behind it, and stopping it (cancel, timeout)
+stops nothing else. ``concurrency`` is the
 number of Ray calls in flight, so at most that many task bodies run at once.
 """
 
@@ -25,7 +27,16 @@ from django_ray.runners.sync import timed_out
 logger = logging.getLogger("django_ray.runner")
 
 TARGET_CHUNK_SECONDS = 0.05
-INITIAL_TASK_SECONDS = 0.01
+# Durations are smoothed so one slow call does not flip a callable's chunk size.
+DURATION_SMOOTHING = 0.3
+
+
+class _RayGone(Exception):
+    """Ray itself (the local raylet, the cluster) went away while collecting a result."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass
@@ -49,10 +60,12 @@ class RayCoreRunner(Runner):
         self.local = local
         self.context = ProcessContext.current()
         self._chunks: dict[Any, _Chunk] = {}
-        self._task_seconds = INITIAL_TASK_SECONDS
+        # Mean duration per callable path; None until measured (such tasks run alone).
+        self._durations: dict[str, float] = {}
         self._remote: Any = None
         self._ray: Any = None
         self._connected = False
+        self._carry: Finished = []  # outcomes collected just before Ray went away
 
     # -- connection -------------------------------------------------------------------------
 
@@ -101,9 +114,16 @@ class RayCoreRunner(Runner):
 
     # -- capacity and submission ------------------------------------------------------------
 
-    def chunk_size(self) -> int:
+    def chunk_size(self, callable_path: str | None = None) -> int:
+        """Tasks per Ray call: for one callable, or the largest over those measured."""
         limit = ray_settings().MAX_CHUNK_SIZE
-        return max(1, min(limit, int(TARGET_CHUNK_SECONDS / max(self._task_seconds, 1e-6))))
+        if callable_path is None:
+            seconds = min(self._durations.values(), default=None)
+        else:
+            seconds = self._durations.get(callable_path)
+        if seconds is None:
+            return 1
+        return max(1, min(limit, int(TARGET_CHUNK_SECONDS / max(seconds, 1e-6))))
 
     def free_slots(self) -> int:
         free_calls = self.concurrency - len(self._chunks)
@@ -113,12 +133,16 @@ class RayCoreRunner(Runner):
         if not tasks:
             return
         free_calls = max(1, self.concurrency - len(self._chunks))
-        alone = [t for t in tasks if t.timeout_seconds]
-        batchable = [t for t in tasks if not t.timeout_seconds]
-        groups: list[list[ClaimedTask]] = [[t] for t in alone]
-        if batchable:
-            size = max(1, min(self.chunk_size(), -(-len(batchable) // free_calls)))
-            groups.extend(batchable[i : i + size] for i in range(0, len(batchable), size))
+        groups: list[list[ClaimedTask]] = []
+        by_callable: dict[str, list[ClaimedTask]] = {}
+        for task in tasks:
+            if task.timeout_seconds or self.chunk_size(task.callable_path) == 1:
+                groups.append([task])
+            else:
+                by_callable.setdefault(task.callable_path, []).append(task)
+        for path, same in by_callable.items():
+            size = max(1, min(self.chunk_size(path), -(-len(same) // free_calls)))
+            groups.extend(same[i : i + size] for i in range(0, len(same), size))
         now = time.monotonic()
         for group in groups:
             ref = self._remote.remote(
@@ -150,7 +174,14 @@ class RayCoreRunner(Runner):
         finished: Finished = []
         for ref in ready:
             chunk = self._chunks.pop(ref)
-            finished.extend(self._collect(chunk))
+            try:
+                finished.extend(self._collect(chunk))
+            except _RayGone as gone:
+                # Ray itself went away: keep the chunk (mark_connection_lost reports it LOST),
+                # keep what was collected, and let the worker reconnect before claiming more.
+                self._chunks[ref] = chunk
+                self._carry.extend(finished)
+                raise gone.error from None
         return finished
 
     def _collect(self, chunk: _Chunk) -> Finished:
@@ -161,7 +192,11 @@ class RayCoreRunner(Runner):
             outcomes: list[Outcome] = ray.get(chunk.ref)
         except rex.TaskCancelledError:
             return self._stopped(chunk)
-        except (rex.WorkerCrashedError, rex.RayTaskError, rex.RayActorError) as exc:
+        except (rex.LocalRayletDiedError, rex.RaySystemError) as exc:
+            raise _RayGone(exc) from exc
+        except Exception as exc:
+            # WorkerCrashedError, RayTaskError, RayActorError, NodeDiedError, ...: completion is
+            # unknown, so never drop the chunk's tasks.
             if chunk.timed_out or chunk.cancel_requested:
                 return self._stopped(chunk)
             return [
@@ -172,18 +207,27 @@ class RayCoreRunner(Runner):
                         t.attempt_number,
                         OutcomeKind.LOST,
                         error_class_path=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                        error_message=f"The Ray worker running this task died: {exc}"[:4000],
+                        error_message=f"Ray lost this task (its worker or node died): {exc}"[:4000],
                         retryable=True,
                     ),
                 )
                 for t in chunk.tasks
             ]
         by_id = {o.execution_id: o for o in outcomes}
-        durations = [o.duration_seconds for o in outcomes if o.duration_seconds is not None]
-        if durations:
-            mean = sum(durations) / len(durations)
-            self._task_seconds = 0.7 * self._task_seconds + 0.3 * mean
+        self._learn_durations(chunk.tasks, by_id)
         return [(t, by_id[t.id]) for t in chunk.tasks]
+
+    def _learn_durations(self, tasks: list[ClaimedTask], by_id: dict[int, Outcome]) -> None:
+        for task in tasks:
+            seconds = by_id[task.id].duration_seconds
+            if seconds is None:
+                continue
+            previous = self._durations.get(task.callable_path)
+            self._durations[task.callable_path] = (
+                seconds
+                if previous is None
+                else (1 - DURATION_SMOOTHING) * previous + DURATION_SMOOTHING * seconds
+            )
 
     def _stopped(self, chunk: _Chunk) -> Finished:
         finished: Finished = []
@@ -236,7 +280,9 @@ class RayCoreRunner(Runner):
 
     def mark_connection_lost(self) -> Finished:
         """Everything in flight has unknown completion after Ray went away: report it LOST."""
-        finished: Finished = [
+        finished: Finished = self._carry
+        self._carry = []
+        finished += [
             (
                 t,
                 Outcome(

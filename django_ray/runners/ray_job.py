@@ -58,7 +58,8 @@ class JobsApiError(RuntimeError):
     """The Jobs API answered with an error status."""
 
     def __init__(self, status: int, text: str) -> None:
-        super().__init__(f"HTTP {status}: {text[-500:]}")
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        super().__init__(f"HTTP {status}: {(lines[-1] if lines else '')[:500]}")
         self.status = status
         self.text = text
 
@@ -148,6 +149,7 @@ class _Job:
     cancel_requested: bool = False
     timed_out: bool = False
     stop_sent: bool = False
+    last_error: str = ""
 
 
 class RayJobRunner(Runner):
@@ -164,7 +166,12 @@ class RayJobRunner(Runner):
             )
         self.address = address
         self.context = ProcessContext.current()
-        self.client = JobsClient(address)
+        self._config_error: RunnerUnavailable | None = None
+        try:
+            self.client = JobsClient(address)
+        except RunnerUnavailable as exc:  # reported by start(), which the worker handles
+            self._config_error = exc
+            self.client = JobsClient("http://invalid.invalid")
         self._jobs: dict[int, _Job] = {}
         self._lock = threading.Lock()
         self._last_poll = 0.0
@@ -177,6 +184,8 @@ class RayJobRunner(Runner):
     # -- connection -------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._config_error is not None:
+            raise self._config_error
         try:
             self.client.version()
         except (JobsApiError, JobsApiUnreachable) as exc:
@@ -214,7 +223,7 @@ class RayJobRunner(Runner):
                 pass
         self._connected = False
         self._retry_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, 30.0)
+        self._backoff = min(self._backoff * 2, 10.0)
 
     def _regained_contact(self) -> None:
         if self._unreachable_since is not None:
@@ -243,7 +252,11 @@ class RayJobRunner(Runner):
 
     def free_slots(self) -> int:
         if not self._connected:
-            return 0
+            # The worker only calls wait() with work in flight; reconnect from here otherwise.
+            if not self._jobs and time.monotonic() >= self._retry_at:
+                self._probe()
+            if not self._connected:
+                return 0
         return max(0, self.concurrency - len(self._jobs))
 
     def _python(self) -> str:
@@ -294,6 +307,7 @@ class RayJobRunner(Runner):
             self._lost_contact(exc)
             return
         except JobsApiError as exc:
+            job.last_error = str(exc)
             logger.warning(
                 "submitting Ray Job %s failed (%s); will retry",
                 job.submission_id,
@@ -340,6 +354,14 @@ class RayJobRunner(Runner):
         self._regained_contact()
         return finished
 
+    def _probe(self) -> None:
+        try:
+            self.client.version()
+        except (JobsApiError, JobsApiUnreachable) as exc:
+            self._lost_contact(exc)
+            return
+        self._regained_contact()
+
     def _give_up_if_unreachable_too_long(self) -> Finished:
         if self._unreachable_since is None:
             return []
@@ -381,7 +403,20 @@ class RayJobRunner(Runner):
             if not job.submitted:
                 if not self._connected:
                     raise JobsApiUnreachable("submit failed")
-                return None
+                limit = float(ray_settings().STUCK_TASK_TIMEOUT_SECONDS)
+                if time.monotonic() - job.since < limit:
+                    return None
+                # The API answers but refuses this job (e.g. a bad runtime_env): retry path.
+                return Outcome(
+                    job.task.id,
+                    job.task.attempt_number,
+                    OutcomeKind.LOST,
+                    error_class_path="django_ray.RayJobNotSubmitted",
+                    error_message=(
+                        f"Ray refused to start Ray Job {job.submission_id} for {limit:.0f}s: "
+                        f"{job.last_error}"
+                    )[:4000],
+                )
         details = self.client.status(job.submission_id)
         if details is None:
             return self._row_outcome(

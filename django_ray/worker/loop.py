@@ -36,6 +36,10 @@ from django_ray.worker.wakeup import WakeupListener
 
 logger = logging.getLogger("django_ray.worker")
 
+# Longest wait between two reconnect attempts to Ray: bounds how long a worker stays idle after
+# Ray is back.
+RECONNECT_BACKOFF_CAP = 10.0
+
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -307,7 +311,7 @@ class Worker:
                 logger.warning("Ray still unavailable (%s); retrying in %.1fs", exc, backoff)
                 sdnotify.watchdog()  # the loop is alive; it is Ray that is down
                 self.shutdown.event.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, RECONNECT_BACKOFF_CAP)
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -434,6 +438,17 @@ class Worker:
                 worker_id,
                 extra={"worker_id": worker_id},
             )
+        # Rows this worker owns but its runner no longer reports (dropped by an error): their
+        # heartbeats stopped, so after the stuck timeout they take the same retry path.
+        untracked = transitions.recover_untracked(
+            self.worker_id,
+            self.runner.in_flight_ids(),
+            float(self.conf.STUCK_TASK_TIMEOUT_SECONDS),
+            self.using,
+        )
+        report.lost += untracked.lost
+        report.requeued += untracked.requeued
+        report.cancelled += untracked.cancelled
         recovered = len(report.lost) + len(report.cancelled)
         if recovered:
             self.stats.recovered += recovered

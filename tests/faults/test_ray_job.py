@@ -155,3 +155,35 @@ def test_a_cancel_whose_ray_job_worker_was_killed_stops_the_job(start_worker, ra
     assert not TaskProbe.objects.filter(name="orphan-job-cancel").exists()
     assert rescuer.stop() == 0
     report("cancel with killed worker ray_job", kill_to_cancelled_s=elapsed)
+
+
+@pytest.mark.parametrize(
+    ("address", "needle"),
+    [
+        ("ray://head:10001", "needs the dashboard's HTTP address"),
+        ("http://127.0.0.1:1", "Cannot reach the Ray Jobs API at http://127.0.0.1:1"),
+    ],
+)
+def test_a_wrong_jobs_api_address_is_a_clear_startup_failure(start_worker, address, needle):
+    worker = start_worker(
+        env={"DJANGO_RAY_TEST_SETTINGS": f'{{"RUNNER": "ray_job", "RAY_ADDRESS": "{address}"}}'}
+    )
+    assert worker.wait(60) == 1
+    assert needle in worker.log(), worker.log()
+
+
+def test_a_job_ray_cannot_start_goes_through_the_retry_path(start_worker, ray_head):
+    result = tasks.add.using(max_attempts=2).enqueue(1, 1)
+    env = job_mode_env(ray_head, RAY_JOB_RUNTIME_ENV={"working_dir": "not-a-uri-or-zip"})
+    worker = start_worker(env=env)
+    wait_until(lambda: _row(result).state == TaskState.LOST, 90, explain=worker.log)
+    row = _row(result)
+    assert row.attempt_number == 2
+    history = list(TaskAttempt.objects.filter(execution=row).values_list("state", flat=True))
+    assert history == [TaskState.LOST, TaskState.LOST]
+    attempt = TaskAttempt.objects.filter(execution=row).first()
+    # Ray accepts the submission, then fails the job while setting up its runtime env: the
+    # attempt is LOST with Ray's reason (never RUNNING forever, never a crashed worker).
+    assert attempt.error_class_path == "django_ray.RayJobLost", attempt.error_message
+    assert "ended FAILED" in attempt.error_message and "working_dir" in attempt.error_message
+    assert worker.stop() == 0

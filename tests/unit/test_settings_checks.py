@@ -177,6 +177,12 @@ def test_backend_options_are_checked() -> None:
     assert error.id == "django_ray.E020" and "'timeout_seconds': 600" in error.hint
     [error] = _backend_errors({"max_attempts": 0})
     assert error.id == "django_ray.E021" and "'max_attempts': 3" in error.hint
+    [error] = _backend_errors({"max_attempts": True})  # bool is an int, but never a count
+    assert error.id == "django_ray.E021"
+    [error] = _backend_errors({"timeout_seconds": True})
+    assert error.id == "django_ray.E020"
+    [error] = _backend_errors({"timeout_seconds": "600"})
+    assert error.id == "django_ray.E020" and "not '600'" in error.msg
     [error] = _backend_errors({"timeout": 5})
     assert error.id == "django_ray.E022" and "unknown keys: timeout" in error.msg
 
