@@ -14,6 +14,7 @@ Configure it in ``TASKS``::
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -33,6 +34,8 @@ from django.utils.module_loading import import_string
 from django_ray.conf import ray_settings
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
 from django_ray.serialization import NotJSONSerializable, check_json
+
+logger = logging.getLogger("django_ray.backends")
 
 STATUS_BY_STATE: dict[str, TaskResultStatus] = {
     TaskState.QUEUED: TaskResultStatus.READY,
@@ -287,6 +290,16 @@ class RayTaskBackend(BaseTaskBackend):
             if row.result_reference:
                 from django_ray.results import load_result
 
-                value = load_result(row.result_reference)
+                if row.result_reference.startswith("oversize://"):
+                    # Metadata only: the status and errors stay readable; the value is gone.
+                    logger.warning(
+                        "task %s: result exceeded MAX_RESULT_SIZE_BYTES and was not kept "
+                        "(RESULT_STORAGE_BACKEND='digest'); return_value is None, reference %s",
+                        row.task_id,
+                        row.result_reference,
+                    )
+                    value = None
+                else:
+                    value = load_result(row.result_reference)
             object.__setattr__(result, "_return_value", value)
         return result
