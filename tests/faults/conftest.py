@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 import pytest
+from django.db.models import Q
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
 from tests.models import TaskProbe
@@ -63,7 +64,10 @@ def check_run(markers: Iterable[str], in_flight_at_fault: set[int]) -> dict[str,
     assert not missing, f"{len(missing)} task bodies never ran: {missing[:5]}"
     duplicated = {m for m in markers if runs[m] > 1}
     by_marker = {
-        row.args[0]: row for row in RayTaskExecution.objects.filter(args__0__in=list(duplicated))
+        (row.kwargs.get("marker") or row.args[0]): row
+        for row in RayTaskExecution.objects.filter(
+            Q(kwargs__marker__in=list(duplicated)) | Q(args__0__in=list(duplicated))
+        )
     }
     for marker in duplicated:
         row = by_marker[marker]
