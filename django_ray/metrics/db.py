@@ -233,6 +233,9 @@ class DatabaseCollector(Collector):
             "Seconds the oldest due QUEUED row of each queue has waited past its run_after.",
             labels=["queue"],
         )
+        # Configured queues appear at 0 when empty, so alerts and dashboards see them exist.
+        for queue in _configured_queues():
+            depth.setdefault(queue, 0.0)
         for queue in sorted(depth):
             depth_family.add_metric([queue], depth[queue])
             due_family.add_metric([queue], due[queue])
@@ -319,3 +322,14 @@ class DatabaseCollector(Collector):
             recent_family.add_metric(list(key), recents[key])
         yield failed
         yield recent_family
+
+
+def _configured_queues() -> set[str]:
+    """Queues named in ``TASKS[...]["QUEUES"]`` of every RayTaskBackend alias."""
+    from django.conf import settings
+
+    queues: set[str] = set()
+    for params in (getattr(settings, "TASKS", {}) or {}).values():
+        if str(params.get("BACKEND", "")).startswith("django_ray."):
+            queues.update(params.get("QUEUES") or ["default"])
+    return queues
