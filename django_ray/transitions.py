@@ -116,26 +116,11 @@ def _claim_portable(
             )
             if not updated:
                 continue
-            claimed.append(
-                ClaimedTask(
-                    id=row.pk,
-                    task_id=row.task_id,
-                    callable_path=row.callable_path,
-                    queue_name=row.queue_name,
-                    priority=row.priority,
-                    takes_context=row.takes_context,
-                    args=row.args,
-                    kwargs=row.kwargs,
-                    attempt_number=row.attempt_number + 1,
-                    max_attempts=row.max_attempts,
-                    timeout_seconds=row.timeout_seconds,
-                    backend_alias=row.backend_alias,
-                    created_at=row.created_at,
-                    run_after=row.run_after,
-                    started_at=now,
-                    worker_ids=[*row.worker_ids, worker_id],
-                )
-            )
+            # Mirror the UPDATE on the loaded row instead of reading it back.
+            row.state, row.claimed_by_worker, row.started_at = S.RUNNING, worker_id, now
+            row.attempt_number += 1
+            row.worker_ids = [*row.worker_ids, worker_id]
+            claimed.append(claimed_task_from_row(row))
     return claimed
 
 
