@@ -158,3 +158,12 @@ class ResultStorage(ABC):
 
         Verification happens in the caller; implementations must not read unbounded data.
         """
+
+
+def check_same_bucket(reference: ResultReference, configured: str, setting: str) -> None:
+    """Refuse a reference naming a bucket other than the one this reader is configured for."""
+    if reference.bucket != configured:
+        raise ResultReferenceError(
+            f"{reference} names bucket {reference.bucket!r}, but this reader is configured "
+            f"for {configured!r} ({setting}['BUCKET']); refusing to read another bucket."
+        )

@@ -16,6 +16,7 @@ from django_ray.results.base import (
     ResultReferenceError,
     ResultStorage,
     ResultStorageError,
+    check_same_bucket,
     normalise_prefix,
     object_key,
     sha256_hex,
@@ -87,12 +88,7 @@ class GCSStorage(ResultStorage):
     def fetch(self, reference: ResultReference) -> bytes:
         from google.api_core import exceptions as gexc
 
-        if reference.bucket != self.bucket_name:
-            raise ResultReferenceError(
-                f"{reference} names bucket {reference.bucket!r}, but this reader is configured "
-                f"for {self.bucket_name!r} (RESULT_STORAGE_GCS['BUCKET']); refusing to read "
-                "another bucket."
-            )
+        check_same_bucket(reference, self.bucket_name, "RESULT_STORAGE_GCS")
         blob = self.bucket.blob(reference.key)
         try:
             # end is inclusive: read one byte more than expected so a longer object is caught.

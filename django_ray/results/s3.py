@@ -18,6 +18,7 @@ from django_ray.results.base import (
     ResultReferenceError,
     ResultStorage,
     ResultStorageError,
+    check_same_bucket,
     normalise_prefix,
     object_key,
     sha256_hex,
@@ -99,12 +100,7 @@ class S3Storage(ResultStorage):
     def fetch(self, reference: ResultReference) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        if reference.bucket != self.bucket:
-            raise ResultReferenceError(
-                f"{reference} names bucket {reference.bucket!r}, but this reader is configured "
-                f"for {self.bucket!r} (RESULT_STORAGE_S3['BUCKET']); refusing to read "
-                "another bucket."
-            )
+        check_same_bucket(reference, self.bucket, "RESULT_STORAGE_S3")
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=reference.key)
         except ClientError as exc:
