@@ -434,14 +434,27 @@ def detect_stuck_tasks(
             report.expired_leases = list(expired.values_list("worker_id", flat=True))
             expired.update(is_active=False, stopped_at=now)
             live = TaskWorkerLease.objects.using(using).filter(is_active=True, expires_at__gte=now)
+            cutoff = now - timedelta(seconds=stuck_timeout)
+            # As in sql.ORPHANS_SQL: a row with a Ray Job gets one more stuck timeout after its
+            # owner's lease ended (expired or released), so that a live worker can adopt it.
+            recently_ended = (
+                TaskWorkerLease.objects.using(using)
+                .filter(expires_at__gt=cutoff)
+                .filter(Q(stopped_at__isnull=True) | Q(stopped_at__gt=cutoff))
+            )
             orphans = list(
                 RayTaskExecution.objects.using(using)
                 .filter(state__in=[S.RUNNING, S.CANCELLING])
                 .filter(
-                    Q(last_heartbeat_at__lt=now - timedelta(seconds=stuck_timeout))
-                    | Q(last_heartbeat_at__isnull=True)
+                    Q(last_heartbeat_at__lt=cutoff)
+                    | Q(last_heartbeat_at__isnull=True, started_at__lt=cutoff)
                 )
                 .exclude(claimed_by_worker__in=live.values("worker_id"))
+                .exclude(
+                    ray_job_id__isnull=False,
+                    claimed_by_worker__in=recently_ended.values("worker_id"),
+                )
+                .order_by("id")
                 .values_list(
                     "id",
                     "state",
