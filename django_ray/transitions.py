@@ -348,6 +348,9 @@ class RecoveryReport:
     lost: list[int] = field(default_factory=list)
     requeued: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
+    # Ray Job submission ids of the recovered rows: their jobs may still run and are stopped
+    # by the recovering worker (see Worker._stop_recovered_jobs).
+    ray_jobs: list[str] = field(default_factory=list)
 
 
 LEASE_EXPIRED_REASON = (
@@ -369,7 +372,9 @@ def _recover_rows(
     """Recover locked orphan rows: RUNNING -> LOST (-> QUEUED by the retry policy); CANCELLING
     -> CANCELLED. Called inside the transaction that locked them."""
     now = timezone.now()
-    for row_id, state, attempt, max_attempts, owner, started_at, _job in orphans:
+    for row_id, state, attempt, max_attempts, owner, started_at, job_id in orphans:
+        if job_id:
+            report.ray_jobs.append(str(job_id))
         if state == S.CANCELLING:
             target = S.CANCELLED
             report.cancelled.append(row_id)

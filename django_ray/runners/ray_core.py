@@ -78,6 +78,7 @@ class RayCoreRunner(Runner):
         # Mean duration per callable path; None until measured (such tasks run alone).
         self._durations: dict[str, float] = {}
         self._remote: Any = None
+        self._dashboard_url: str | None = None
         self._ray: Any = None
         self._connected = False
         self._carry: Finished = []  # outcomes collected just before Ray went away
@@ -112,9 +113,9 @@ class RayCoreRunner(Runner):
                 kwargs.setdefault("include_dashboard", False)
                 if conf.RAY_NUM_CPUS:
                     kwargs.setdefault("num_cpus", conf.RAY_NUM_CPUS)
-                ray.init(address="local", **kwargs)
+                context = ray.init(address="local", **kwargs)
             else:
-                ray.init(address=self.address or "auto", **kwargs)
+                context = ray.init(address=self.address or "auto", **kwargs)
         except Exception as exc:
             raise RunnerUnavailable(
                 f"Cannot {'start a local Ray' if self.local else 'connect to Ray at ' + str(self.address)}: "
@@ -123,11 +124,19 @@ class RayCoreRunner(Runner):
             ) from exc
         self._remote = ray.remote(max_retries=0)(execution.run_chunk)
         self._connected = True
+        dashboard = getattr(context, "dashboard_url", None)
+        self._dashboard_url = (
+            f"http://{dashboard}" if dashboard and "://" not in dashboard else dashboard
+        )
         self._dead_nodes = self._dead_node_ids()
         self._recent_deaths = {}
 
     def healthy(self) -> bool:
         return self._connected and bool(self._ray and self._ray.is_initialized())
+
+    def jobs_api_address(self) -> str | None:
+        """The dashboard of the cluster this worker joined (settings win when they name one)."""
+        return super().jobs_api_address() or (None if self.local else self._dashboard_url)
 
     def stop(self) -> None:
         if self._ray is not None and self._ray.is_initialized():
