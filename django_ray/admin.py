@@ -10,6 +10,7 @@ most :data:`ADMIN_ACTION_MAX_ROWS` rows at once; larger batches belong to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -121,6 +122,16 @@ def _span(start: Any, end: Any) -> str:
     return f"{seconds:.3f} s" if seconds < 60 else f"{format_duration(seconds)} ({seconds:.0f} s)"
 
 
+def _timestamp_display(field: str, description: str) -> Callable[[Any, Any], str]:
+    """An admin column showing the ``field`` timestamp in ISO form (empty when unset)."""
+
+    @admin.display(description=description)
+    def show(modeladmin: Any, obj: Any) -> str:
+        return _iso(getattr(obj, field))
+
+    return show
+
+
 def _too_many(modeladmin: admin.ModelAdmin, request: HttpRequest, count: int, verb: str) -> bool:
     if count <= ADMIN_ACTION_MAX_ROWS:
         return False
@@ -207,25 +218,11 @@ class RayTaskExecutionAdmin(admin.ModelAdmin):
             "ran_for",
         ]
 
-    @admin.display(description="created")
-    def created(self, obj: RayTaskExecution) -> str:
-        return _iso(obj.created_at)
-
-    @admin.display(description="due (run_after)")
-    def due(self, obj: RayTaskExecution) -> str:
-        return _iso(obj.run_after)
-
-    @admin.display(description="started")
-    def started(self, obj: RayTaskExecution) -> str:
-        return _iso(obj.started_at)
-
-    @admin.display(description="finished")
-    def finished(self, obj: RayTaskExecution) -> str:
-        return _iso(obj.finished_at)
-
-    @admin.display(description="last heartbeat")
-    def last_heartbeat(self, obj: RayTaskExecution) -> str:
-        return _iso(obj.last_heartbeat_at)
+    created = _timestamp_display("created_at", "created")
+    due = _timestamp_display("run_after", "due (run_after)")
+    started = _timestamp_display("started_at", "started")
+    finished = _timestamp_display("finished_at", "finished")
+    last_heartbeat = _timestamp_display("last_heartbeat_at", "last heartbeat")
 
     @admin.display(description="waited (due to started)")
     def waited(self, obj: RayTaskExecution) -> str:
