@@ -33,6 +33,7 @@ class Context:
     log: Any
     timeout: float = 240.0
     templates: dict[str, str] = field(default_factory=dict)
+    progress: Any = None
 
 
 def _result(system: System, workload: str, n: int) -> dict[str, Any]:
