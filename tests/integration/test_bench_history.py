@@ -31,7 +31,7 @@ def test_history_clones_rows_with_fresh_unique_values(dbs: Databases) -> None:
                    FROM generate_series(1, 10) g"""
             )
             conn.execute("CREATE INDEX q_live ON q (state) WHERE state = 'QUEUED'")
-            conn.execute("CREATE UNIQUE INDEX q_uid_state ON q (uid, state)")
+            conn.execute("CREATE UNIQUE INDEX q_uid_fin ON q (uid, finished_at)")
             indexes = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'q'"
             before = sorted(conn.execute(indexes).fetchall())
         total = dbs.add_history("bench_hist_test", "q", 250)
