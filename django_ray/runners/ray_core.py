@@ -138,9 +138,7 @@ class RayCoreRunner(Runner):
                 return
             if len(pids) >= wanted:
                 break
-        logger.info(
-            "%d Ray worker processes ready in %.1fs", len(pids), time.monotonic() - started
-        )
+        logger.info("%d Ray worker processes ready in %.1fs", len(pids), time.monotonic() - started)
 
     def _cpus_per_call(self, ray: Any) -> float:
         """CPUs each call asks for: ``concurrency`` calls must fit on the embedded node at once.
