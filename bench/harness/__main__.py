@@ -339,6 +339,8 @@ class Progress:
 
     def next(self) -> str:
         self.done += 1
+        # A failed no-op drain makes its trickle a step of its own: one more than counted.
+        self.total = max(self.total, self.done)
         return f"[{self.done}/{self.total}]"
 
 
