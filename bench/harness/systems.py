@@ -118,11 +118,15 @@ class System:
     ray_head: bool = False  # the harness starts a Ray head (in the worker's cgroup) per run
     warm_slots: bool = True  # False: a 4-task warm-up instead of 16 (slow systems)
     quick_skip: tuple[str, ...] = ()  # workloads left out of --quick (time budget)
+    only: tuple[str, ...] = ()  # the workloads this system runs, when not all of them
+    worker_env: dict[str, str] = field(default_factory=dict)  # extra environment of its worker
 
     def workloads(self, mode: str) -> tuple[str, ...]:
         """Workloads this system runs (Ray Jobs mode: its per-task overhead only)."""
         if self.ray_head:  # enqueue is the same backend as ours-local
             return ("noop", "trickle")
+        if self.only:
+            return self.only
         every = ("enqueue", "noop", "trickle", "sleep10", "hist")
         return tuple(w for w in every if not (mode == "quick" and w in self.quick_skip))
 
@@ -187,10 +191,10 @@ class System:
         log = workdir / f"worker-{self.key}.log"
         group = CpuGroup(self.key)
         head = None
-        extra: dict[str, str] = {}
+        extra: dict[str, str] = dict(self.worker_env)
         if self.ray_head:
             head = start_ray_head(self.env(db), group)
-            extra = {"BENCH_RUNNER": "ray_job", "BENCH_RAY_ADDRESS": head.dashboard_url}
+            extra.update(BENCH_RUNNER="ray_job", BENCH_RAY_ADDRESS=head.dashboard_url)
         procs = []
         with open(log, "ab") as fh:
             for _ in range(self.processes):
@@ -247,6 +251,7 @@ def start_ray_head(env: dict[str, str], group: CpuGroup) -> Any:
 def all_systems(concurrency: int) -> list[System]:
     """Every system, in the order they take turns."""
     c = str(concurrency)
+    cpus_per_slot = round(min(1.0, (os.cpu_count() or 1) / concurrency), 3)
     return [
         System(
             key="ours-local",
@@ -265,6 +270,30 @@ def all_systems(concurrency: int) -> list[System]:
                 "--local",
             ],
             has_bulk=True,
+        ),
+        System(
+            key="ours-io",
+            label=f"django-ray (ours, --local, RAY_CPUS_PER_CALL={cpus_per_slot:g})",
+            family="ours",
+            venv="ours",
+            table=RAY_TABLE,
+            worker_argv=[
+                "-m",
+                "django",
+                "django_ray_worker",
+                "--queue",
+                "default",
+                "--concurrency",
+                c,
+                "--local",
+            ],
+            has_bulk=True,
+            only=("sleep10",),
+            worker_env={"BENCH_CPUS_PER_CALL": f"{cpus_per_slot:g}"},
+            note=(
+                "the --local worker with RAY_CPUS_PER_CALL = CPUs / concurrency, the setting "
+                "for I/O-bound tasks: all slots run at once (sleep drain only)"
+            ),
         ),
         System(
             key="ours-jobs",

@@ -92,13 +92,14 @@ class RayCoreRunner(Runner):
                 kwargs.setdefault("include_dashboard", False)
                 if conf.RAY_NUM_CPUS:
                     kwargs.setdefault("num_cpus", conf.RAY_NUM_CPUS)
-                # Keep one idle Ray worker process per slot: Ray's default keeps only num_cpus
-                # of them and kills the rest after a second idle, so with fractional CPUs per
-                # call (below) processes would be restarted (Python, Ray, Django re-imported)
-                # over and over.
-                system_config = dict(kwargs.pop("_system_config", None) or {})
-                system_config.setdefault("num_workers_soft_limit", self.concurrency)
-                kwargs["_system_config"] = system_config
+                if conf.RAY_CPUS_PER_CALL is not None and conf.RAY_CPUS_PER_CALL < 1:
+                    # Keep one idle Ray worker process per slot: Ray's default keeps only
+                    # num_cpus of them and kills the rest after a second idle, so with fractional
+                    # CPUs per call processes would be restarted (Python, Ray and Django
+                    # re-imported) over and over.
+                    system_config = dict(kwargs.pop("_system_config", None) or {})
+                    system_config.setdefault("num_workers_soft_limit", self.concurrency)
+                    kwargs["_system_config"] = system_config
                 ray.init(address="local", **kwargs)
             else:
                 ray.init(address=self.address or "auto", **kwargs)
@@ -108,23 +109,24 @@ class RayCoreRunner(Runner):
                 f"{type(exc).__name__}: {exc}. Check RAY_ADDRESS, that the head is up, and the "
                 "Ray auth token (RAY_AUTH_TOKEN or ~/.ray/auth_token) matches the cluster's."
             ) from exc
-        self.num_cpus_per_call = self._cpus_per_call(ray) if self.local else 1.0
-        self._remote = ray.remote(max_retries=0, num_cpus=self.num_cpus_per_call)(
-            execution.run_chunk
-        )
-        if self.local:
-            self._prestart(ray)
+        options: dict[str, Any] = {"max_retries": 0}
+        if conf.RAY_CPUS_PER_CALL is not None:
+            options["num_cpus"] = conf.RAY_CPUS_PER_CALL
+        self._remote = ray.remote(**options)(execution.run_chunk)
+        if self.local and conf.RAY_CPUS_PER_CALL is not None and conf.RAY_CPUS_PER_CALL < 1:
+            self._prestart(ray, conf.RAY_CPUS_PER_CALL)
         self._connected = True
 
-    def _prestart(self, ray: Any, rounds: int = 3) -> None:
+    def _prestart(self, ray: Any, cpus_per_call: float, rounds: int = 3) -> None:
         """Start one Ray worker process per slot, Django loaded, before the first claim.
 
         Ray starts worker processes lazily; without this the first busy seconds pay for
         starting them (Python, Ray and Django imported in each) while tasks wait.
         """
-        warm = ray.remote(max_retries=0, num_cpus=self.num_cpus_per_call)(execution.warm_process)
+        warm = ray.remote(max_retries=0, num_cpus=cpus_per_call)(execution.warm_process)
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        wanted = max(1, min(self.concurrency, int(cpus / cpus_per_call)))
         pids: set[int] = set()
-        wanted = min(self.concurrency, 64)
         started = time.monotonic()
         for _ in range(rounds):
             refs = [
@@ -139,15 +141,6 @@ class RayCoreRunner(Runner):
             if len(pids) >= wanted:
                 break
         logger.info("%d Ray worker processes ready in %.1fs", len(pids), time.monotonic() - started)
-
-    def _cpus_per_call(self, ray: Any) -> float:
-        """CPUs each call asks for: ``concurrency`` calls must fit on the embedded node at once.
-
-        With Ray's default of one CPU per call, a 2-CPU node would run only 2 calls at a time
-        and I/O-bound tasks (sleeps, HTTP, queries) would wait in Ray's queue behind them.
-        """
-        cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        return min(1.0, cpus / self.concurrency)
 
     def healthy(self) -> bool:
         return self._connected and bool(self._ray and self._ray.is_initialized())

@@ -1,6 +1,8 @@
-"""``--local``: ``--concurrency`` means that many task bodies at once, even above the CPU count."""
+"""``RAY_CPUS_PER_CALL`` below 1: ``--concurrency`` task bodies at once, above the CPU count."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -14,10 +16,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_local_concurrency_above_cpu_count_runs_calls_side_by_side(start_worker) -> None:  # type: ignore[no-untyped-def]
     # The embedded Ray has 2 CPUs (tests/settings.py). With Ray's default of one CPU per call
-    # only 2 of these 4 tasks could run at once; each call asks for CPUs / concurrency, and the
+    # only 2 of these 4 tasks could run at once; each call asks for half a CPU here, and the
     # runner starts one Ray worker process per slot before claiming, so all 4 run together,
-    # each in its own process, and those processes stay (no restart between tasks).
-    worker = start_worker("--local", "--concurrency", "4")
+    # each in its own process.
+    worker = start_worker(
+        "--local",
+        "--concurrency",
+        "4",
+        env={"DJANGO_RAY_TEST_SETTINGS": json.dumps({"RAY_CPUS_PER_CALL": 0.5})},
+    )
     worker.wait_for_log("4 Ray worker processes ready")
     results = [tasks.sleep_for.enqueue(4.0, marker=f"conc-{i}") for i in range(4)]
     wait_until(

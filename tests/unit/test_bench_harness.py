@@ -213,7 +213,8 @@ def test_steps_and_counts_follow_the_systems() -> None:
     # Every workload on every system, except: Ray Jobs only noop (+ trickle on its worker), raw
     # Ray has no table (no enqueue, no hist) and its trickle is a step of its own.
     steps = count_steps(list(systems.values()), list(WORKLOADS), "full")
-    assert steps == 4 + 6 + 1 + 5 + 4  # enqueue, noop, trickle, sleep10, hist
+    assert steps == 4 + 6 + 1 + 6 + 4  # enqueue, noop, trickle, sleep10 (+ ours-io), hist
+    assert systems["ours-io"].workloads("full") == ("sleep10",)
     assert count_steps([systems["ours-local"]], ["trickle"], "full") == 1
     # --quick leaves django-ray 0.7.0's history drain out (its time budget).
     assert count_steps(list(systems.values()), list(WORKLOADS), "quick") == steps - 1
