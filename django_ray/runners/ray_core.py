@@ -113,6 +113,14 @@ class RayCoreRunner(Runner):
                 kwargs.setdefault("include_dashboard", False)
                 if conf.RAY_NUM_CPUS:
                     kwargs.setdefault("num_cpus", conf.RAY_NUM_CPUS)
+                if conf.RAY_CPUS_PER_CALL is not None and conf.RAY_CPUS_PER_CALL < 1:
+                    # Keep one idle Ray worker process per slot: Ray's default keeps only
+                    # num_cpus of them and kills the rest after a second idle, so with fractional
+                    # CPUs per call processes would be restarted (Python, Ray and Django
+                    # re-imported) over and over.
+                    system_config = dict(kwargs.pop("_system_config", None) or {})
+                    system_config.setdefault("num_workers_soft_limit", self.concurrency)
+                    kwargs["_system_config"] = system_config
                 context = ray.init(address="local", **kwargs)
             else:
                 context = ray.init(address=self.address or "auto", **kwargs)
@@ -122,7 +130,12 @@ class RayCoreRunner(Runner):
                 f"{type(exc).__name__}: {exc}. Check RAY_ADDRESS, that the head is up, and the "
                 "Ray auth token (RAY_AUTH_TOKEN or ~/.ray/auth_token) matches the cluster's."
             ) from exc
-        self._remote = ray.remote(max_retries=0)(execution.run_chunk)
+        options: dict[str, Any] = {"max_retries": 0}
+        if conf.RAY_CPUS_PER_CALL is not None:
+            options["num_cpus"] = conf.RAY_CPUS_PER_CALL
+        self._remote = ray.remote(**options)(execution.run_chunk)
+        if self.local and conf.RAY_CPUS_PER_CALL is not None and conf.RAY_CPUS_PER_CALL < 1:
+            self._prestart(ray, conf.RAY_CPUS_PER_CALL)
         self._connected = True
         dashboard = getattr(context, "dashboard_url", None)
         self._dashboard_url = (
@@ -130,6 +143,31 @@ class RayCoreRunner(Runner):
         )
         self._dead_nodes = self._dead_node_ids()
         self._recent_deaths = {}
+
+    def _prestart(self, ray: Any, cpus_per_call: float, rounds: int = 3) -> None:
+        """Start one Ray worker process per slot, Django loaded, before the first claim.
+
+        Ray starts worker processes lazily; without this the first busy seconds pay for
+        starting them (Python, Ray and Django imported in each) while tasks wait.
+        """
+        warm = ray.remote(max_retries=0, num_cpus=cpus_per_call)(execution.warm_process)
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        wanted = max(1, min(self.concurrency, int(cpus / cpus_per_call)))
+        pids: set[int] = set()
+        started = time.monotonic()
+        for _ in range(rounds):
+            refs = [
+                warm.remote(self.context.settings_module, self.context.sys_path, 0.5)
+                for _ in range(wanted)
+            ]
+            try:
+                pids.update(ray.get(refs, timeout=120))
+            except Exception as exc:  # a slow start is not fatal: tasks start processes too
+                logger.warning("could not prestart Ray worker processes: %s", exc)
+                return
+            if len(pids) >= wanted:
+                break
+        logger.info("%d Ray worker processes ready in %.1fs", len(pids), time.monotonic() - started)
 
     def healthy(self) -> bool:
         return self._connected and bool(self._ray and self._ray.is_initialized())
