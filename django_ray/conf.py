@@ -167,6 +167,15 @@ SETTINGS: dict[str, Setting] = {
         4096,
         nullable=True,
     ),
+    "RAY_CPUS_PER_CALL": Setting(
+        None,
+        (int, float),
+        "CPUs each Ray Core call asks for (None: Ray's default of 1). Below 1, more task bodies "
+        "than CPUs run at once (I/O-bound tasks); --local then keeps one Ray process per slot.",
+        0.01,
+        64,
+        nullable=True,
+    ),
     "RAY_INIT_KWARGS": Setting({}, (dict,), "Extra keyword arguments for ray.init()."),
     "RAY_JOB_PYTHON": Setting(
         None,

@@ -195,6 +195,17 @@ def run_task(payload: dict[str, Any]) -> Outcome:
     )
 
 
+def warm_process(settings_module: str | None, sys_path: Sequence[str], hold: float) -> int:
+    """Load Django in this Ray worker process, stay busy ``hold`` seconds, return the pid.
+
+    Ray Core runners call it once per slot at start-up, so the processes that will run tasks are
+    started (and Django imported in them) before the first task is claimed.
+    """
+    ensure_django(settings_module, sys_path)
+    time.sleep(hold)
+    return os.getpid()
+
+
 def run_chunk(
     payloads: list[dict[str, Any]], settings_module: str | None, sys_path: Sequence[str]
 ) -> list[Outcome]:

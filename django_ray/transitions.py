@@ -348,6 +348,9 @@ class RecoveryReport:
     lost: list[int] = field(default_factory=list)
     requeued: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
+    # Ray Job submission ids of the recovered rows: their jobs may still run and are stopped
+    # by the recovering worker (see Worker._stop_recovered_jobs).
+    ray_jobs: list[str] = field(default_factory=list)
 
 
 LEASE_EXPIRED_REASON = (
@@ -369,7 +372,9 @@ def _recover_rows(
     """Recover locked orphan rows: RUNNING -> LOST (-> QUEUED by the retry policy); CANCELLING
     -> CANCELLED. Called inside the transaction that locked them."""
     now = timezone.now()
-    for row_id, state, attempt, max_attempts, owner, started_at, _job in orphans:
+    for row_id, state, attempt, max_attempts, owner, started_at, job_id in orphans:
+        if job_id:
+            report.ray_jobs.append(str(job_id))
         if state == S.CANCELLING:
             target = S.CANCELLED
             report.cancelled.append(row_id)
@@ -434,14 +439,27 @@ def detect_stuck_tasks(
             report.expired_leases = list(expired.values_list("worker_id", flat=True))
             expired.update(is_active=False, stopped_at=now)
             live = TaskWorkerLease.objects.using(using).filter(is_active=True, expires_at__gte=now)
+            cutoff = now - timedelta(seconds=stuck_timeout)
+            # As in sql.ORPHANS_SQL: a row with a Ray Job gets one more stuck timeout after its
+            # owner's lease ended (expired or released), so that a live worker can adopt it.
+            recently_ended = (
+                TaskWorkerLease.objects.using(using)
+                .filter(expires_at__gt=cutoff)
+                .filter(Q(stopped_at__isnull=True) | Q(stopped_at__gt=cutoff))
+            )
             orphans = list(
                 RayTaskExecution.objects.using(using)
                 .filter(state__in=[S.RUNNING, S.CANCELLING])
                 .filter(
-                    Q(last_heartbeat_at__lt=now - timedelta(seconds=stuck_timeout))
-                    | Q(last_heartbeat_at__isnull=True)
+                    Q(last_heartbeat_at__lt=cutoff)
+                    | Q(last_heartbeat_at__isnull=True, started_at__lt=cutoff)
                 )
                 .exclude(claimed_by_worker__in=live.values("worker_id"))
+                .exclude(
+                    ray_job_id__isnull=False,
+                    claimed_by_worker__in=recently_ended.values("worker_id"),
+                )
+                .order_by("id")
                 .values_list(
                     "id",
                     "state",

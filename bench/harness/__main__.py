@@ -44,6 +44,22 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+class Phases:
+    """Wall time of each phase of the run, for the summary printed (and written) at the end."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.items.append({"phase": phase, "seconds": round(seconds, 1)})
+
+    def summary(self, total: float) -> str:
+        width = max((len(p["phase"]) for p in self.items), default=10)
+        rows = [f"  {p['phase']:<{width}}  {p['seconds']:7.1f} s" for p in self.items]
+        rows.append(f"  {'total':<{width}}  {total:7.1f} s")
+        return "time by phase:\n" + "\n".join(rows)
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     with open("/proc/cpuinfo") as fh:
@@ -120,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     keys = select([s.key for s in systems_all], args.systems, "systems")
     systems = [s for s in systems_all if s.key in keys]
     workloads = select(list(WORKLOADS), args.workloads, "workloads")
-    for venv in {s.venv for s in systems} - {"ours"}:
+    phases = Phases()
+    t = time.monotonic()
+    for venv in sorted({s.venv for s in systems} - {"ours"}):
         ensure_peer(venv, log)
+    phases.add("peer virtualenvs", time.monotonic() - t)
 
     if args.wait_quiet > 0:
         wait_quiet(args.wait_quiet)
@@ -139,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "labels": {s.key: s.label for s in systems},
         "notes": {s.key: s.note for s in systems},
         "results": {},
+        "phases": phases.items,
     }
     doc["versions"] = versions(systems)
     workdir = Path(tempfile.mkdtemp(prefix="django-ray-bench-"))
@@ -152,22 +172,27 @@ def main(argv: list[str] | None = None) -> int:
         ctx = runner.Context(
             dbs=dbs, workdir=workdir, concurrency=args.concurrency, pg_pid=pg.process.pid, log=log
         )
+        ctx.progress = Progress(count_steps(systems, workloads, doc["mode"]))
+        t = time.monotonic()
         families = {s.family: s for s in systems if s.family != "none"}
         for family, system in families.items():
             log(f"migrating template database for {family}")
             db = dbs.create(f"base_{family}")
             system.migrate(db)
+        phases.add("PostgreSQL + migrations", time.monotonic() - t)
         for workload in workloads:
-            run_workload(ctx, doc, systems, workload, profile)
+            run_workload(ctx, doc, systems, workload, profile, phases)
             report.write_all(
                 doc | {"duration_s": time.time() - started}, args.out, f"{mode}-partial"
             )
     doc["duration_s"] = time.time() - started
+    doc["jobs_overhead"] = report.jobs_overhead(doc)
     paths = report.write_all(doc, args.out, mode)
     for partial in args.out.glob(f"{mode}-partial.*"):
         partial.unlink()
     print()
     print(report.markdown(doc))
+    print(phases.summary(doc["duration_s"]))
     log(f"wrote {', '.join(str(p) for p in paths.values())} in {doc['duration_s']:.0f} s")
     if args.json:
         print(json.dumps(doc))
@@ -218,16 +243,17 @@ def run_workload(
     systems: list[System],
     workload: str,
     profile: dict[str, Any],
+    phases: Phases,
 ) -> None:
     results = doc["results"].setdefault(workload, {})
     if workload == "hist":
-        prepare_history(ctx, systems, profile["hist_rows"])
+        t = time.monotonic()
+        prepare_history(
+            ctx, [s for s in systems if "hist" in s.workloads(doc["mode"])], profile["hist_rows"]
+        )
+        phases.add(f"history: {profile['hist_rows']:,} rows per table", time.monotonic() - t)
     for system in systems:
-        if system.family == "none" and workload in ("enqueue", "hist"):
-            continue
-        if workload == "trickle" and system.key in results:
-            continue  # measured right after the no-op drain, on the same warm worker
-        if workload not in system.workloads(doc["mode"]):
+        if not runs(system, workload, doc["mode"], results):
             continue
         template = f"hist_{system.family}" if workload == "hist" else f"base_{system.family}"
         if workload == "hist" and not ctx.dbs.exists(template):
@@ -239,7 +265,7 @@ def run_workload(
         )
         task = "sleep10" if workload == "sleep10" else "noop"
         n = n_for(system, workload, profile, doc["mode"])
-        log(f"{workload:8} {system.key:12} n={n:,} ...")
+        log(f"{ctx.progress.next()} {workload:8} {system.key:12} n={n:,} ...")
         t = time.monotonic()
         try:
             if workload == "enqueue":
@@ -275,7 +301,47 @@ def run_workload(
             }
             log(f"  FAILED: {exc}")
         results[system.key] = res
-        log("  " + summary(res) + f"  ({time.monotonic() - t:.0f} s)")
+        elapsed = time.monotonic() - t
+        phase = f"{workload} {system.key}"
+        if workload == "noop" and system.key in doc["results"].get("trickle", {}):
+            phase += " (+ trickle)"
+        phases.add(phase, elapsed)
+        log("  " + summary(res) + f"  ({elapsed:.0f} s)")
+
+
+def runs(system: System, workload: str, mode: str, results: dict[str, Any]) -> bool:
+    """Whether ``system`` runs ``workload`` as a step of its own."""
+    if system.family == "none" and workload in ("enqueue", "hist"):
+        return False
+    if workload == "trickle" and system.key in results:
+        return False  # measured right after the no-op drain, on the same warm worker
+    return workload in system.workloads(mode)
+
+
+def count_steps(systems: list[System], workloads: list[str], mode: str) -> int:
+    """Steps of the run (for the ``[i/N]`` progress prefix)."""
+    steps = 0
+    for workload in workloads:
+        for system in systems:
+            if workload == "trickle" and "noop" in workloads and system.key != "raw-ray":
+                continue  # runs on the no-op drain's worker
+            if runs(system, workload, mode, {}):
+                steps += 1
+    return steps
+
+
+class Progress:
+    """``[i/N]`` prefix for the step log lines."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(1, total)
+        self.done = 0
+
+    def next(self) -> str:
+        self.done += 1
+        # A failed no-op drain makes its trickle a step of its own: one more than counted.
+        self.total = max(self.total, self.done)
+        return f"[{self.done}/{self.total}]"
 
 
 def n_for(system: System, workload: str, profile: dict[str, Any], mode: str) -> int:

@@ -72,6 +72,76 @@ def targets(doc: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     return out
 
 
+def jobs_overhead(doc: dict[str, Any]) -> dict[str, float] | None:
+    """Ray Jobs mode against Ray Core mode: what one task costs extra (None: not measured)."""
+    r = doc["results"]
+    jobs, core = r.get("noop", {}).get("ours-jobs", {}), r.get("noop", {}).get(OURS, {})
+    if not jobs.get("tasks_per_s") or not core.get("tasks_per_s"):
+        return None
+    out = {
+        "jobs_tasks_per_s": jobs["tasks_per_s"],
+        "core_tasks_per_s": core["tasks_per_s"],
+        "wall_ms_per_task_jobs": 1000 / jobs["tasks_per_s"],
+        "wall_ms_per_task_core": 1000 / core["tasks_per_s"],
+    }
+    if jobs.get("cpu_ms_per_task") is not None and core.get("cpu_ms_per_task") is not None:
+        out["cpu_ms_per_task_jobs"] = jobs["cpu_ms_per_task"]
+        out["cpu_ms_per_task_core"] = core["cpu_ms_per_task"]
+        out["extra_cpu_ms_per_task"] = jobs["cpu_ms_per_task"] - core["cpu_ms_per_task"]
+    tj = r.get("trickle", {}).get("ours-jobs", {}).get("p50_ms")
+    tc = r.get("trickle", {}).get(OURS, {}).get("p50_ms")
+    if tj is not None and tc is not None:
+        out["pickup_p50_ms_jobs"] = tj
+        out["pickup_p50_ms_core"] = tc
+        out["extra_pickup_ms"] = tj - tc
+    return out
+
+
+def _jobs_section(doc: dict[str, Any]) -> list[str]:
+    o = jobs_overhead(doc)
+    if o is None:
+        return []
+    lines = [
+        "## Ray Jobs mode against Ray Core mode (per-task overhead)",
+        "",
+        "| figure | Ray Core (--local) | Ray Jobs | Jobs - Core per task |",
+        "|---|---|---|---|",
+        f"| no-op drain tasks/s | {fmt(o['core_tasks_per_s'])} | {fmt(o['jobs_tasks_per_s'])} "
+        f"| {fmt_ratio(ratio(o['core_tasks_per_s'], o['jobs_tasks_per_s']))} slower |",
+        f"| wall ms per task (1 / rate, concurrency {doc['config']['concurrency']}) "
+        f"| {fmt(o['wall_ms_per_task_core'], 2)} | {fmt(o['wall_ms_per_task_jobs'], 1)} "
+        f"| +{fmt(o['wall_ms_per_task_jobs'] - o['wall_ms_per_task_core'], 1)} ms |",
+    ]
+    if "extra_cpu_ms_per_task" in o:
+        lines.append(
+            f"| CPU ms per task (worker + Ray) | {fmt(o['cpu_ms_per_task_core'], 2)} "
+            f"| {fmt(o['cpu_ms_per_task_jobs'], 1)} | +{fmt(o['extra_cpu_ms_per_task'], 1)} ms |"
+        )
+    if "extra_pickup_ms" in o:
+        lines.append(
+            f"| pickup p50 ms | {fmt(o['pickup_p50_ms_core'], 1)} "
+            f"| {fmt(o['pickup_p50_ms_jobs'], 1)} | +{fmt(o['extra_pickup_ms'], 1)} ms |"
+        )
+    lines += [
+        "",
+        "Ray Jobs mode starts one job (a fresh driver process importing Python, Ray and Django) "
+        "per task attempt; choose it for long tasks that want process isolation, not for many "
+        "short ones (docs/performance.md).",
+        "",
+    ]
+    return lines
+
+
+def _phases_section(doc: dict[str, Any]) -> list[str]:
+    phases = doc.get("phases") or []
+    if not phases:
+        return []
+    lines = ["## Run time by phase", "", "| phase | seconds |", "|---|---|"]
+    lines += [f"| {p['phase']} | {p['seconds']:.0f} |" for p in phases]
+    lines += [f"| **total** | **{doc.get('duration_s', 0):.0f}** |", ""]
+    return lines
+
+
 def markdown(doc: dict[str, Any]) -> str:
     r = doc["results"]
     labels = doc["labels"]
@@ -173,6 +243,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 cells[0] += f" (**{row['error']}**)"
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _jobs_section(doc)
     lines += ["## Targets (issue 6)", "", "| target | measured | met |", "|---|---|---|"]
     for name, value, met in targets(doc):
         lines.append(
@@ -182,6 +253,7 @@ def markdown(doc: dict[str, Any]) -> str:
     notes = [f"- {labels.get(k, k)}: {v}" for k, v in doc.get("notes", {}).items() if v]
     if notes:
         lines += ["## Notes", "", *notes, ""]
+    lines += _phases_section(doc)
     return "\n".join(lines)
 
 

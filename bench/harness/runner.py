@@ -22,6 +22,9 @@ from .stats import percentile
 from .systems import SITE, System, WorkerRun
 
 WARMUP = 16
+# Longest wait for the warm-up tasks: a system that cannot run 16 tasks in this time (Ray
+# busy elsewhere, Jobs API unreachable) is reported as failed instead of eating the budget.
+WARMUP_TIMEOUT = 120.0
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Context:
     log: Any
     timeout: float = 240.0
     templates: dict[str, str] = field(default_factory=dict)
+    progress: Any = None
 
 
 def _result(system: System, workload: str, n: int) -> dict[str, Any]:
@@ -63,8 +67,10 @@ def _start_warm(ctx: Context, system: System, db: dict[str, Any], task: str) -> 
         # The workload's own task: a warm-up with other tasks would skew adaptive chunking.
         system.enqueue(db, task, WARMUP if system.warm_slots else 4, "loop")
         with ctx.dbs.connect(db["name"]) as conn:
-            if not _wait_drained(ctx, conn, system, run, 180):
-                raise RuntimeError(f"{system.key}: warm-up tasks not done in 180 s:\n{run.tail()}")
+            if not _wait_drained(ctx, conn, system, run, WARMUP_TIMEOUT):
+                raise RuntimeError(
+                    f"{system.key}: warm-up tasks not done in {WARMUP_TIMEOUT:.0f} s:\n{run.tail()}"
+                )
     except BaseException:
         run.stop()
         raise

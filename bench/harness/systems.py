@@ -117,12 +117,18 @@ class System:
     note: str = ""
     ray_head: bool = False  # the harness starts a Ray head (in the worker's cgroup) per run
     warm_slots: bool = True  # False: a 4-task warm-up instead of 16 (slow systems)
+    quick_skip: tuple[str, ...] = ()  # workloads left out of --quick (time budget)
+    only: tuple[str, ...] = ()  # the workloads this system runs, when not all of them
+    worker_env: dict[str, str] = field(default_factory=dict)  # extra environment of its worker
 
     def workloads(self, mode: str) -> tuple[str, ...]:
         """Workloads this system runs (Ray Jobs mode: its per-task overhead only)."""
         if self.ray_head:  # enqueue is the same backend as ours-local
             return ("noop", "trickle")
-        return ("enqueue", "noop", "trickle", "sleep10", "hist")
+        if self.only:
+            return self.only
+        every = ("enqueue", "noop", "trickle", "sleep10", "hist")
+        return tuple(w for w in every if not (mode == "quick" and w in self.quick_skip))
 
     @property
     def python(self) -> Path:
@@ -185,10 +191,10 @@ class System:
         log = workdir / f"worker-{self.key}.log"
         group = CpuGroup(self.key)
         head = None
-        extra: dict[str, str] = {}
+        extra: dict[str, str] = dict(self.worker_env)
         if self.ray_head:
             head = start_ray_head(self.env(db), group)
-            extra = {"BENCH_RUNNER": "ray_job", "BENCH_RAY_ADDRESS": head.dashboard_url}
+            extra.update(BENCH_RUNNER="ray_job", BENCH_RAY_ADDRESS=head.dashboard_url)
         procs = []
         with open(log, "ab") as fh:
             for _ in range(self.processes):
@@ -245,6 +251,7 @@ def start_ray_head(env: dict[str, str], group: CpuGroup) -> Any:
 def all_systems(concurrency: int) -> list[System]:
     """Every system, in the order they take turns."""
     c = str(concurrency)
+    cpus_per_slot = round(min(1.0, (os.cpu_count() or 1) / concurrency), 3)
     return [
         System(
             key="ours-local",
@@ -265,6 +272,30 @@ def all_systems(concurrency: int) -> list[System]:
             has_bulk=True,
         ),
         System(
+            key="ours-io",
+            label=f"django-ray (ours, --local, RAY_CPUS_PER_CALL={cpus_per_slot:g})",
+            family="ours",
+            venv="ours",
+            table=RAY_TABLE,
+            worker_argv=[
+                "-m",
+                "django",
+                "django_ray_worker",
+                "--queue",
+                "default",
+                "--concurrency",
+                c,
+                "--local",
+            ],
+            has_bulk=True,
+            only=("sleep10",),
+            worker_env={"BENCH_CPUS_PER_CALL": f"{cpus_per_slot:g}"},
+            note=(
+                "the --local worker with RAY_CPUS_PER_CALL = CPUs / concurrency, the setting "
+                "for I/O-bound tasks: all slots run at once (sleep drain only)"
+            ),
+        ),
+        System(
             key="ours-jobs",
             label="django-ray (ours, Ray Jobs)",
             family="ours",
@@ -282,8 +313,12 @@ def all_systems(concurrency: int) -> list[System]:
             has_bulk=True,
             ray_head=True,
             warm_slots=False,
-            caps={"noop": 12, "trickle": 8},
-            note="one Ray Job per task: few tasks, it is the per-task overhead that is measured",
+            caps={"noop": 48, "trickle": 8},
+            note=(
+                "one Ray Job per task attempt (a driver process each): 48 no-op tasks and an "
+                "8-task trickle (a quarter in --quick), enough for its per-task overhead "
+                "against Ray Core mode"
+            ),
         ),
         System(
             key="djray070",
@@ -302,8 +337,13 @@ def all_systems(concurrency: int) -> list[System]:
                 c,
                 "--local",
             ],
-            caps={"noop": 1000, "sleep10": 500, "hist": 1000},
-            note="fewer tasks: it moves ~50 tasks/s, 10,000 would take minutes",
+            caps={"noop": 600, "sleep10": 300, "hist": 600, "trickle": 250},
+            quick_skip=("hist",),
+            note=(
+                "fewer tasks (600 no-op, 300 sleep, 250 trickle; a quarter in --quick): it moves "
+                "~25-65 tasks/s at a steady rate, so the ratio holds and 10,000 would take minutes; "
+                "no history drain in --quick"
+            ),
         ),
         System(
             key="tasksdb",
@@ -322,7 +362,11 @@ def all_systems(concurrency: int) -> list[System]:
                 "0.1",
                 "--no-startup-delay",
             ],
-            note="one db_worker process (runs one task at a time), polling every 0.1 s",
+            caps={"noop": 3000, "sleep10": 1000, "hist": 3000, "trickle": 250},
+            note=(
+                "one db_worker process (runs one task at a time), polling every 0.1 s; 3,000 "
+                "no-op and 1,000 sleep tasks (a quarter in --quick): a steady one-at-a-time rate"
+            ),
         ),
         System(
             key="raw-ray",

@@ -83,6 +83,14 @@ class Runner(abc.ABC):
     def healthy(self) -> bool:
         return True
 
+    def jobs_api_address(self) -> str | None:
+        """The Ray Jobs API (dashboard) address this runner can reach, if any: used to stop
+        the Ray Jobs of rows recovered from dead Ray Job workers."""
+        from django_ray.conf import ray_settings
+
+        address = ray_settings().ray_address
+        return address if address and address.startswith(("http://", "https://")) else None
+
     @abc.abstractmethod
     def stop(self) -> None:
         """Disconnect; stop what this runner started."""

@@ -7,6 +7,18 @@ its measured duration (aiming at about :data:`TARGET_CHUNK_SECONDS` per chunk, a
 alone, so a long task never holds short ones behind it, and stopping it (cancel, timeout)
 stops nothing else. ``concurrency`` is the
 number of Ray calls in flight, so at most that many task bodies run at once.
+
+Dead nodes. When a node stops answering without closing its connections (a host that crashed
+or lost power, a network partition), Ray's GCS marks it dead after its health checks fail, but
+the owner of a task running there (this worker) is never told: the task's result RPC waits on
+a TCP connection that no packet ends, and ``ray.wait`` never returns it. So while calls are in
+flight the runner watches the cluster's node table (one GCS call per
+``WORKER_HEARTBEAT_SECONDS``). When a node it has not seen dead before is dead, it asks Ray's
+state API which of its in-flight calls were placed on that node (and keeps asking for
+:data:`DEAD_NODE_RECHECK_SECONDS`, since task events reach the state API with a delay); those
+calls are cancelled and their tasks reported LOST (retry path). If the state API cannot be
+reached (no dashboard), every call submitted before the death that is still unresolved after
+:data:`DEAD_NODE_RECHECK_SECONDS` is reported LOST: completion of those attempts is unknown.
 """
 
 from __future__ import annotations
@@ -29,6 +41,8 @@ logger = logging.getLogger("django_ray.runner")
 TARGET_CHUNK_SECONDS = 0.05
 # Durations are smoothed so one slow call does not flip a callable's chunk size.
 DURATION_SMOOTHING = 0.3
+# After a node death is seen: how long in-flight calls keep being matched against that node.
+DEAD_NODE_RECHECK_SECONDS = 10.0
 
 
 class _RayGone(Exception):
@@ -47,6 +61,7 @@ class _Chunk:
     deadline: float | None
     cancel_requested: set[int] = field(default_factory=set)
     timed_out: bool = False
+    task_id: str = ""
 
 
 class RayCoreRunner(Runner):
@@ -63,9 +78,15 @@ class RayCoreRunner(Runner):
         # Mean duration per callable path; None until measured (such tasks run alone).
         self._durations: dict[str, float] = {}
         self._remote: Any = None
+        self._dashboard_url: str | None = None
         self._ray: Any = None
         self._connected = False
         self._carry: Finished = []  # outcomes collected just before Ray went away
+        self._dead_nodes: set[str] = set()  # node ids seen dead (checked once each)
+        # Node id -> (monotonic time the death was seen, recheck until) for recent deaths.
+        self._recent_deaths: dict[str, tuple[float, float]] = {}
+        self._last_node_check = 0.0
+        self._node_lost: Finished = []  # calls found on dead nodes, reported by wait()
 
     # -- connection -------------------------------------------------------------------------
 
@@ -92,20 +113,68 @@ class RayCoreRunner(Runner):
                 kwargs.setdefault("include_dashboard", False)
                 if conf.RAY_NUM_CPUS:
                     kwargs.setdefault("num_cpus", conf.RAY_NUM_CPUS)
-                ray.init(address="local", **kwargs)
+                if conf.RAY_CPUS_PER_CALL is not None and conf.RAY_CPUS_PER_CALL < 1:
+                    # Keep one idle Ray worker process per slot: Ray's default keeps only
+                    # num_cpus of them and kills the rest after a second idle, so with fractional
+                    # CPUs per call processes would be restarted (Python, Ray and Django
+                    # re-imported) over and over.
+                    system_config = dict(kwargs.pop("_system_config", None) or {})
+                    system_config.setdefault("num_workers_soft_limit", self.concurrency)
+                    kwargs["_system_config"] = system_config
+                context = ray.init(address="local", **kwargs)
             else:
-                ray.init(address=self.address or "auto", **kwargs)
+                context = ray.init(address=self.address or "auto", **kwargs)
         except Exception as exc:
             raise RunnerUnavailable(
                 f"Cannot {'start a local Ray' if self.local else 'connect to Ray at ' + str(self.address)}: "
                 f"{type(exc).__name__}: {exc}. Check RAY_ADDRESS, that the head is up, and the "
                 "Ray auth token (RAY_AUTH_TOKEN or ~/.ray/auth_token) matches the cluster's."
             ) from exc
-        self._remote = ray.remote(max_retries=0)(execution.run_chunk)
+        options: dict[str, Any] = {"max_retries": 0}
+        if conf.RAY_CPUS_PER_CALL is not None:
+            options["num_cpus"] = conf.RAY_CPUS_PER_CALL
+        self._remote = ray.remote(**options)(execution.run_chunk)
+        if self.local and conf.RAY_CPUS_PER_CALL is not None and conf.RAY_CPUS_PER_CALL < 1:
+            self._prestart(ray, conf.RAY_CPUS_PER_CALL)
         self._connected = True
+        dashboard = getattr(context, "dashboard_url", None)
+        self._dashboard_url = (
+            f"http://{dashboard}" if dashboard and "://" not in dashboard else dashboard
+        )
+        self._dead_nodes = self._dead_node_ids()
+        self._recent_deaths = {}
+
+    def _prestart(self, ray: Any, cpus_per_call: float, rounds: int = 3) -> None:
+        """Start one Ray worker process per slot, Django loaded, before the first claim.
+
+        Ray starts worker processes lazily; without this the first busy seconds pay for
+        starting them (Python, Ray and Django imported in each) while tasks wait.
+        """
+        warm = ray.remote(max_retries=0, num_cpus=cpus_per_call)(execution.warm_process)
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        wanted = max(1, min(self.concurrency, int(cpus / cpus_per_call)))
+        pids: set[int] = set()
+        started = time.monotonic()
+        for _ in range(rounds):
+            refs = [
+                warm.remote(self.context.settings_module, self.context.sys_path, 0.5)
+                for _ in range(wanted)
+            ]
+            try:
+                pids.update(ray.get(refs, timeout=120))
+            except Exception as exc:  # a slow start is not fatal: tasks start processes too
+                logger.warning("could not prestart Ray worker processes: %s", exc)
+                return
+            if len(pids) >= wanted:
+                break
+        logger.info("%d Ray worker processes ready in %.1fs", len(pids), time.monotonic() - started)
 
     def healthy(self) -> bool:
         return self._connected and bool(self._ray and self._ray.is_initialized())
+
+    def jobs_api_address(self) -> str | None:
+        """The dashboard of the cluster this worker joined (settings win when they name one)."""
+        return super().jobs_api_address() or (None if self.local else self._dashboard_url)
 
     def stop(self) -> None:
         if self._ray is not None and self._ray.is_initialized():
@@ -149,11 +218,18 @@ class RayCoreRunner(Runner):
                 [t.payload() for t in group], self.context.settings_module, self.context.sys_path
             )
             timeout = group[0].timeout_seconds if len(group) == 1 else None
-            self._chunks[ref] = _Chunk(ref, group, now, now + timeout if timeout else None)
+            self._chunks[ref] = _Chunk(
+                ref, group, now, now + timeout if timeout else None, task_id=ref.task_id().hex()
+            )
 
     # -- outcomes ---------------------------------------------------------------------------
 
     def wait(self, timeout: float) -> Finished:
+        if self._chunks:
+            self._check_nodes()
+        if self._node_lost:
+            finished, self._node_lost = self._node_lost, []
+            return finished
         if not self._chunks:
             if timeout > 0:
                 time.sleep(timeout)
@@ -183,6 +259,96 @@ class RayCoreRunner(Runner):
                 self._carry.extend(finished)
                 raise gone.error from None
         return finished
+
+    # -- dead nodes -------------------------------------------------------------------------
+
+    def _dead_node_ids(self) -> set[str]:
+        return {n["NodeID"] for n in self._ray.nodes() if not n.get("Alive")}
+
+    def _check_nodes(self) -> None:
+        """Report LOST the calls placed on nodes that died without telling us (module doc)."""
+        now = time.monotonic()
+        if now - self._last_node_check < float(ray_settings().WORKER_HEARTBEAT_SECONDS):
+            return
+        self._last_node_check = now
+        dead = self._dead_node_ids()  # a RaySystemError here means Ray itself is gone
+        for node_id in dead - self._dead_nodes:
+            logger.warning(
+                "Ray node %s is dead; looking for in-flight tasks placed on it", node_id[:12]
+            )
+            self._recent_deaths[node_id] = (now, now + DEAD_NODE_RECHECK_SECONDS)
+        self._dead_nodes |= dead
+        for node_id, (seen, until) in list(self._recent_deaths.items()):
+            try:
+                on_node = self._task_ids_on_node(node_id)
+            except Exception as exc:  # no dashboard / state API unreachable
+                if now < until:
+                    continue
+                logger.warning(
+                    "cannot ask Ray's state API which tasks ran on dead node %s (%s: %s); "
+                    "every call submitted before its death and still unresolved is LOST",
+                    node_id[:12],
+                    type(exc).__name__,
+                    exc,
+                )
+                suspects = [c for c in self._chunks.values() if c.submitted <= seen]
+            else:
+                suspects = [c for c in self._chunks.values() if c.task_id in on_node]
+            if now >= until:
+                del self._recent_deaths[node_id]
+            if suspects:
+                # A call whose result already arrived is collected normally by wait().
+                refs = [c.ref for c in suspects]
+                ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
+                done = set(ready)
+                for chunk in suspects:
+                    if chunk.ref not in done:
+                        self._lose_on_dead_node(chunk, node_id)
+
+    def _task_ids_on_node(self, node_id: str) -> set[str]:
+        from ray.util.state import list_tasks
+
+        job_id = self._ray.get_runtime_context().get_job_id()
+        tasks = list_tasks(
+            filters=[("node_id", "=", node_id), ("job_id", "=", job_id)],
+            limit=10_000,
+            timeout=5,
+            raise_on_missing_output=False,
+        )
+        return {t.task_id for t in tasks}
+
+    def _lose_on_dead_node(self, chunk: _Chunk, node_id: str) -> None:
+        self._chunks.pop(chunk.ref, None)
+        try:
+            self._ray.cancel(chunk.ref, force=True)
+        except Exception:  # the node is gone; nothing left to stop
+            logger.debug("cancel of a call on a dead node failed", exc_info=True)
+        if chunk.timed_out or chunk.cancel_requested:
+            self._node_lost.extend(self._stopped(chunk))
+            return
+        logger.warning(
+            "%s task(s) ran on dead Ray node %s and will never report back: retry path",
+            len(chunk.tasks),
+            node_id[:12],
+            extra={"task_id": chunk.tasks[0].task_id},
+        )
+        self._node_lost.extend(
+            (
+                t,
+                Outcome(
+                    t.id,
+                    t.attempt_number,
+                    OutcomeKind.LOST,
+                    error_class_path="ray.exceptions.NodeDiedError",
+                    error_message=(
+                        f"Ray node {node_id} died while this attempt ran on it (found by the "
+                        "worker's node check; Ray never returned the task); completion unknown."
+                    ),
+                    retryable=True,
+                ),
+            )
+            for t in chunk.tasks
+        )
 
     def _collect(self, chunk: _Chunk) -> Finished:
         ray = self._ray
@@ -263,10 +429,12 @@ class RayCoreRunner(Runner):
                 chunk.cancel_requested |= hit
 
     def in_flight_ids(self) -> list[int]:
-        return [t.id for chunk in self._chunks.values() for t in chunk.tasks]
+        ids = [t.id for chunk in self._chunks.values() for t in chunk.tasks]
+        return ids + [t.id for t, _ in self._node_lost]
 
     def interrupt_all(self) -> Finished:
-        finished: Finished = []
+        finished: Finished = self._node_lost
+        self._node_lost = []
         for chunk in list(self._chunks.values()):
             try:
                 self._ray.cancel(chunk.ref, force=True)
@@ -280,8 +448,9 @@ class RayCoreRunner(Runner):
 
     def mark_connection_lost(self) -> Finished:
         """Everything in flight has unknown completion after Ray went away: report it LOST."""
-        finished: Finished = self._carry
+        finished: Finished = self._carry + self._node_lost
         self._carry = []
+        self._node_lost = []
         finished += [
             (
                 t,

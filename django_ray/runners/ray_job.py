@@ -200,6 +200,9 @@ class RayJobRunner(Runner):
     def healthy(self) -> bool:
         return self._connected
 
+    def jobs_api_address(self) -> str | None:
+        return None if self._config_error else self.client.base
+
     def stop(self) -> None:
         self._connected = False
 

@@ -143,6 +143,159 @@ class RayHead:
         self.start()
 
 
+# GCS health checks fast enough for tests to see a dead node within seconds (Ray's defaults take
+# 15 s or more); passed as a head's ``env``.
+FAST_NODE_DEATH_ENV = {
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
+
+
+@dataclass
+class RayNode:
+    """A second Ray node joined to a :class:`RayHead` on this host (``ray start --block``)."""
+
+    head: RayHead
+    num_cpus: int
+    resources: dict[str, float]
+    process: subprocess.Popen[bytes] | None = None
+    frozen: list[int] = field(default_factory=list)
+
+    def start(self, timeout: float = 60.0) -> None:
+        import json
+
+        worker_base = 20000 + (free_port() % 20000)
+        args = [
+            self.head.ray_bin(),
+            "start",
+            f"--address={self.head.address}",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={self.num_cpus}",
+            f"--resources={json.dumps(self.resources)}",
+            "--disable-usage-stats",
+            f"--min-worker-port={worker_base}",
+            f"--max-worker-port={worker_base + 100}",
+            *[
+                f"{flag}={free_port()}"
+                for flag in (
+                    "--node-manager-port",
+                    "--object-manager-port",
+                    "--metrics-export-port",
+                    "--dashboard-agent-listen-port",
+                    "--dashboard-agent-grpc-port",
+                    "--runtime-env-agent-port",
+                )
+            ],
+        ]
+        env = {**os.environ, **self.head.env}
+        env.pop("RAY_ADDRESS", None)
+        if auth_token():
+            env["RAY_AUTH_MODE"] = "token"
+        log = open(self.head.temp_dir.parent / "ray-node.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            args, env=env, stdout=log, stderr=log, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RayHeadUnavailable(
+                    f"ray start (node) exited {self.process.returncode}:\n{self.log_tail()}"
+                )
+            if self.node_id() is not None:
+                return
+            time.sleep(0.5)
+        raise RayHeadUnavailable(f"Ray node not alive after {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        path = self.head.temp_dir.parent / "ray-node.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def node_id(self) -> str | None:
+        """This node's id once the head lists it alive (found by its custom resource)."""
+        import http.client
+
+        wanted = next(iter(self.resources))
+        try:
+            listed = nodes(self.head)
+        except (OSError, http.client.HTTPException):  # the dashboard is still starting
+            return None
+        for node in listed:
+            if node.get("state") == "ALIVE" and wanted in (node.get("resources_total") or {}):
+                return str(node["node_id"])
+        return None
+
+    def _processes(self) -> list[int]:
+        """The node's process group and every descendant (Ray workers run in their own
+        sessions, so the process group alone misses them)."""
+        assert self.process is not None
+        parents: dict[int, int] = {}
+        members: set[int] = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ')'.
+            fields = stat[stat.rindex(")") + 2 :].split()
+            pid, ppid, pgid = int(entry.name), int(fields[1]), int(fields[2])
+            parents[pid] = ppid
+            if pgid == self.process.pid:
+                members.add(pid)
+        pids = set(members)
+        grew = True
+        while grew:
+            more = {pid for pid, ppid in parents.items() if ppid in pids and pid not in pids}
+            pids |= more
+            grew = bool(more)
+        return sorted(pids)
+
+    def freeze(self) -> None:
+        """SIGSTOP every process of the node: like a host that crashed or lost its network,
+        connections stay open and nothing answers (kill -9 would reset them instead)."""
+        self.frozen = self._processes()
+        for pid in self.frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def kill(self) -> None:
+        """SIGKILL every process of the node (frozen ones included)."""
+        if self.process is None:
+            return
+        for pid in {*self.frozen, *(self._processes() if self.process.poll() is None else [])}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def _state_api(head: RayHead, path: str) -> list[dict[str, object]]:
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"{head.dashboard_url}{path}", headers=auth_headers())
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["data"]["result"]["result"]
+
+
+def nodes(head: RayHead) -> list[dict[str, object]]:
+    """The cluster's nodes as Ray's state API lists them."""
+    return _state_api(head, "/api/v0/nodes?limit=100&detail=true")
+
+
+def tasks_on_node(head: RayHead, node_id: str) -> list[dict[str, object]]:
+    """Tasks Ray's state API places on ``node_id`` (name, state, task_id)."""
+    return _state_api(
+        head,
+        f"/api/v0/tasks?limit=1000&filter_keys=node_id&filter_predicates=%3D&filter_values={node_id}",
+    )
+
+
 def start_head(num_cpus: int = 2, base_dir: Path | None = None) -> RayHead:
     root = Path(tempfile.mkdtemp(prefix="django-ray-ray-", dir=base_dir or "/tmp"))
     temp_dir = root / "t"

@@ -102,3 +102,55 @@ def test_cancel_whose_worker_was_killed_is_finished_by_another_worker(start_work
     ]
     assert rescuer.stop() == 0
     report("cancel with killed worker ray_core", kill_to_cancelled_s=since_kill, wait_s=elapsed)
+
+
+def _job_status(head, job_id: str) -> str:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from django_ray.testing.ray import auth_headers
+
+    request = urllib.request.Request(
+        f"{head.dashboard_url}/api/jobs/{job_id}", headers=auth_headers()
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return str(json.loads(response.read())["status"])
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:  # ray_job_id is stored before the job is submitted
+            return ""
+        raise
+
+
+def test_cancel_of_a_ray_job_whose_worker_died_is_stopped_by_a_ray_core_worker(
+    start_worker, ray_head
+):
+    long = tasks.announce_and_sleep.enqueue(120, marker="orphan-job-cancel")
+    victim = start_worker("--worker-id", "victim-job-cancel", env=job_mode_env(ray_head))
+    # The job's body is running (not merely its entrypoint starting up).
+    wait_until(
+        lambda: TaskProbe.objects.filter(name="orphan-job-cancel-started").exists(),
+        120,
+        explain=victim.log,
+    )
+    job_id = RayTaskExecution.objects.get(task_id=long.id).ray_job_id
+    assert _job_status(ray_head, job_id) == "RUNNING"
+    victim.kill()  # kill -9: the job keeps running, nobody processes the cancel
+    killed = time.monotonic()
+    assert django_ray.cancel_task(long.id) == TaskState.CANCELLING
+    # The survivor runs Ray Core: it cannot adopt the job, but it recovers the row and stops
+    # the job through the dashboard of the cluster it joined.
+    rescuer = start_worker("--cluster", ray_head.address, "--worker-id", "rescuer-job-cancel")
+    timed_wait(lambda: _state(long) == TaskState.CANCELLED, 90, explain=rescuer.log)
+    cancelled = time.monotonic() - killed
+    timed_wait(lambda: _job_status(ray_head, job_id) == "STOPPED", 60, explain=rescuer.log)
+    stopped = time.monotonic() - killed
+    assert f"stopped Ray Job {job_id}" in rescuer.log()
+    assert not TaskProbe.objects.filter(name="orphan-job-cancel").exists()
+    assert rescuer.stop() == 0
+    report(
+        "cancel of a ray_job whose worker was killed, ray_core survivor",
+        kill_to_cancelled_s=cancelled,
+        kill_to_job_stopped_s=stopped,
+    )

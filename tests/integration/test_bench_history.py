@@ -30,8 +30,16 @@ def test_history_clones_rows_with_fresh_unique_values(dbs: Databases) -> None:
                    SELECT gen_random_uuid(), 't' || g, 'SUCCEEDED', now(), '1.5'
                    FROM generate_series(1, 10) g"""
             )
+            conn.execute("CREATE INDEX q_live ON q (state) WHERE state = 'QUEUED'")
+            conn.execute("CREATE UNIQUE INDEX q_uid_fin ON q (uid, finished_at)")
+            indexes = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'q'"
+            before = sorted(conn.execute(indexes).fetchall())
         total = dbs.add_history("bench_hist_test", "q", 250)
         assert total == 250
+        with dbs.connect("bench_hist_test") as conn:
+            # Indexes dropped for the bulk load are rebuilt exactly as they were.
+            assert sorted(conn.execute(indexes).fetchall()) == before
+            assert len(before) == 6
         with dbs.connect("bench_hist_test") as conn:
             distinct = conn.execute(
                 "SELECT count(DISTINCT uid), count(DISTINCT task_id), count(DISTINCT id),"

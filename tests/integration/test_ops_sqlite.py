@@ -68,3 +68,43 @@ def test_status_and_metrics_on_sqlite(tmp_path: Path) -> None:
     assert 'django_ray_queue_depth{queue="default"} 1.0' in metrics
     assert "django_ray_metrics_db_up 1.0" in metrics
     assert 'django_ray_worker_leases{status="inactive"} 1.0' in metrics
+
+
+ORPHAN_SCENARIO = """
+import json
+from datetime import timedelta
+from django.utils import timezone
+from django_ray import transitions
+from django_ray.models import RayTaskExecution, TaskWorkerLease
+from demo.tasks import add
+
+def dead_rows(worker, count, with_jobs):
+    for i in range(count):
+        add.enqueue(i, i)
+    transitions.register_lease(worker, "host", 1, ["default"], "ray_job", 4, 5.0)
+    claimed = transitions.claim(worker, ["default"], count)
+    if with_jobs:
+        transitions.attach_ray_jobs([(t.id, t.attempt_number, f"job-{t.id}") for t in claimed])
+    old = timezone.now() - timedelta(seconds=60)
+    RayTaskExecution.objects.filter(claimed_by_worker=worker).update(last_heartbeat_at=old)
+    return sorted(t.id for t in claimed)
+
+jobs = dead_rows("dead-jobs", 2, True)
+plain = dead_rows("dead-plain", 2, False)
+recent = timezone.now() - timedelta(seconds=1)
+TaskWorkerLease.objects.update(expires_at=recent, last_heartbeat_at=recent)
+first = sorted(transitions.detect_stuck_tasks(3.0).lost)
+TaskWorkerLease.objects.update(expires_at=timezone.now() - timedelta(seconds=4), stopped_at=None)
+second = sorted(transitions.detect_stuck_tasks(3.0).lost)
+print(json.dumps({"jobs": jobs, "plain": plain, "first": first, "second": second}))
+"""
+
+
+def test_sqlite_orphan_recovery_gives_ray_job_rows_the_adoption_wait(tmp_path: Path) -> None:
+    """Same rule as the PostgreSQL query (sql.ORPHANS_SQL): rows without a Ray Job are
+    recovered once their owner's lease expired; rows with one wait one more stuck timeout."""
+    db = tmp_path / "orphans.sqlite3"
+    manage(db, "migrate", "-v0")
+    out = json.loads(manage(db, "shell", "-c", ORPHAN_SCENARIO).strip().splitlines()[-1])
+    assert out["first"] == out["plain"]  # lease ended 1 s ago: only plain rows
+    assert out["second"] == out["jobs"]  # lease ended 4 s ago (> 3 s stuck timeout): the jobs

@@ -167,3 +167,54 @@ def test_cpu_group_or_tree_monitor_sees_a_burning_child() -> None:
         stop_tree(proc.pid, grace=1)
         group.close()
         proc.wait()
+
+
+def test_jobs_overhead_against_ray_core() -> None:
+    doc = _doc(1000.0, 50.0)
+    assert report.jobs_overhead(doc) is None  # Ray Jobs mode not measured
+    doc["labels"]["ours-jobs"] = "jobs"
+    doc["results"]["noop"]["ours-jobs"] = {
+        "system": "ours-jobs",
+        "n": 4,
+        "done": 4,
+        "tasks_per_s": 2.0,
+        "cpu_ms_per_task": 900.5,
+    }
+    doc["results"]["trickle"]["ours-jobs"] = {"system": "ours-jobs", "done": 2, "p50_ms": 803.0}
+    o = report.jobs_overhead(doc)
+    assert o is not None
+    assert o["wall_ms_per_task_jobs"] == 500.0
+    assert o["extra_cpu_ms_per_task"] == 900.0
+    assert o["extra_pickup_ms"] == 800.0
+    text = report.markdown(doc)
+    assert "## Ray Jobs mode against Ray Core mode (per-task overhead)" in text
+    assert "| CPU ms per task (worker + Ray) | 0.50 | 900.5 | +900.0 ms |" in text
+
+
+def test_phase_times_in_markdown() -> None:
+    doc = _doc(1000.0, 50.0)
+    doc["phases"] = [{"phase": "noop ours-local", "seconds": 12.3}]
+    text = report.markdown(doc)
+    assert "| noop ours-local | 12 |" in text
+    assert "| **total** | **1** |" in text
+
+
+def test_steps_and_counts_follow_the_systems() -> None:
+    from bench.harness.__main__ import PROFILES, WORKLOADS, count_steps, n_for
+    from bench.harness.systems import all_systems
+
+    systems = {s.key: s for s in all_systems(8)}
+    full, quick = PROFILES["full"], PROFILES["quick"]
+    assert n_for(systems["ours-local"], "noop", full, "full") == full["noop"]
+    assert n_for(systems["ours-local"], "hist", full, "full") == full["noop"]
+    assert n_for(systems["djray070"], "noop", full, "full") == 600
+    assert n_for(systems["djray070"], "noop", quick, "quick") == 150
+    assert n_for(systems["ours-jobs"], "trickle", quick, "quick") == 2
+    # Every workload on every system, except: Ray Jobs only noop (+ trickle on its worker), raw
+    # Ray has no table (no enqueue, no hist) and its trickle is a step of its own.
+    steps = count_steps(list(systems.values()), list(WORKLOADS), "full")
+    assert steps == 4 + 6 + 1 + 6 + 4  # enqueue, noop, trickle, sleep10 (+ ours-io), hist
+    assert systems["ours-io"].workloads("full") == ("sleep10",)
+    assert count_steps([systems["ours-local"]], ["trickle"], "full") == 1
+    # --quick leaves django-ray 0.7.0's history drain out (its time budget).
+    assert count_steps(list(systems.values()), list(WORKLOADS), "quick") == steps - 1

@@ -210,3 +210,11 @@ def test_manage_py_check_fails_with_the_ids(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "django_ray.E003" in proc.stderr and "MAX_TASK_ATTEMPTS" in proc.stderr
     assert "django_ray.E006" in proc.stderr and "'nope.Nope' cannot be imported" in proc.stderr
+
+
+def test_cpus_per_call_is_a_positive_fraction_or_none() -> None:
+    assert _errors(RAY_CPUS_PER_CALL=0.25) == []
+    assert _errors(RAY_CPUS_PER_CALL=None) == []
+    error = _one(RAY_CPUS_PER_CALL=0)
+    assert "RAY_CPUS_PER_CALL" in error.msg
+    assert "RAY_CPUS_PER_CALL" in _one(RAY_CPUS_PER_CALL="half").msg
