@@ -271,7 +271,7 @@ def run_workload(
             if workload == "enqueue":
                 res = runner.enqueue_costs(ctx, system, db, profile["enqueue"])
             elif workload == "trickle":
-                res = runner.trickle(ctx, system, db, n, 0.02)
+                res = runner.trickle(ctx, system, db, n, system.trickle_interval)
             else:
                 fill = "bulk" if system.has_bulk else "loop"
                 trickle_n = 0

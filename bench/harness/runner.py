@@ -125,7 +125,9 @@ def drain(
         monitor.close()
         if trickle_n and drained:
             try:
-                out["trickle"] = trickle(ctx, system, db, trickle_n, 0.02, run=run)
+                out["trickle"] = trickle(
+                    ctx, system, db, trickle_n, system.trickle_interval, run=run
+                )
             except Exception as exc:  # keep the drain's figures
                 out["trickle"] = {"error": str(exc).splitlines()[0][:300]}
     finally:

@@ -120,6 +120,9 @@ class System:
     quick_skip: tuple[str, ...] = ()  # workloads left out of --quick (time budget)
     only: tuple[str, ...] = ()  # the workloads this system runs, when not all of them
     worker_env: dict[str, str] = field(default_factory=dict)  # extra environment of its worker
+    # Seconds between two trickle tasks: 20 ms, or longer than one task takes (Ray Jobs), so
+    # that the trickle measures pickup by an idle worker and not a backlog.
+    trickle_interval: float = 0.02
 
     def workloads(self, mode: str) -> tuple[str, ...]:
         """Workloads this system runs (Ray Jobs mode: its per-task overhead only)."""
@@ -314,10 +317,11 @@ def all_systems(concurrency: int) -> list[System]:
             ray_head=True,
             warm_slots=False,
             caps={"noop": 48, "trickle": 8},
+            trickle_interval=2.0,
             note=(
                 "one Ray Job per task attempt (a driver process each): 48 no-op tasks and an "
-                "8-task trickle (a quarter in --quick), enough for its per-task overhead "
-                "against Ray Core mode"
+                "8-task trickle, one task every 2 s (a quarter in --quick), enough for its "
+                "per-task overhead against Ray Core mode"
             ),
         ),
         System(

@@ -215,6 +215,8 @@ def test_steps_and_counts_follow_the_systems() -> None:
     steps = count_steps(list(systems.values()), list(WORKLOADS), "full")
     assert steps == 4 + 6 + 1 + 6 + 4  # enqueue, noop, trickle, sleep10 (+ ours-io), hist
     assert systems["ours-io"].workloads("full") == ("sleep10",)
+    # Ray Jobs' trickle leaves each task time to finish: pickup by an idle worker, no backlog.
+    assert systems["ours-jobs"].trickle_interval > 1 > systems["ours-local"].trickle_interval
     assert count_steps([systems["ours-local"]], ["trickle"], "full") == 1
     # --quick leaves django-ray 0.7.0's history drain out (its time budget).
     assert count_steps(list(systems.values()), list(WORKLOADS), "quick") == steps - 1
