@@ -72,20 +72,23 @@ def test_kill_9_of_a_ray_core_worker_during_500_tasks(start_worker, ray_head):
     )
 
 
-def test_kill_9_of_a_ray_job_worker_with_a_second_worker_taking_over(start_worker, ray_head):
-    # One Ray Job per task costs seconds of start-up on a 2-core machine: fewer tasks here.
+# Measured: 1,035 s from the kill to the last outcome at load 15-35 on 2 cores (0.48 tasks/s).
+@pytest.mark.timeout(2700)
+def test_kill_9_of_a_ray_job_worker_during_500_tasks(start_worker, ray_head):
+    # One Ray Job per task attempt: Ray starts a supervisor process and an entrypoint process for
+    # each (about 1-2 s of CPU per job on a 2-core machine), so this is the slowest test we have.
     recovered, finished, figures, log = _kill_and_recover(
         start_worker,
-        ["--concurrency", "3"],
+        ["--concurrency", "6"],
         job_mode_env(ray_head),
-        count=12,
-        seconds=1.0,
-        kill_after=3,
+        count=500,
+        seconds=0.02,
+        kill_after=40,
         name="job",
-        timeout=300,
+        timeout=2400,
     )
     report(
-        "kill -9 ray_job worker (12 tasks)",
+        "kill -9 ray_job worker (500 tasks)",
         kill_to_recovered_s=recovered,
         kill_to_all_done_s=finished,
         adopted=log.count("adopted Ray Job"),
