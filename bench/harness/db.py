@@ -159,26 +159,16 @@ class Databases:
             if copies:
                 # Bulk-load speed: indexes that back no constraint are dropped and rebuilt after
                 # the INSERT (one sorted build each instead of a million insertions each).
-                rebuild = [
-                    row[0]
-                    for row in conn.execute(
-                        """SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
-                           WHERE i.indrelid = %s::regclass AND NOT i.indisprimary
-                             AND NOT EXISTS (
-                               SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)""",
-                        (table,),
-                    ).fetchall()
-                ]
-                dropped = [
-                    row[0]
-                    for row in conn.execute(
-                        """SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                           WHERE i.indrelid = %s::regclass AND NOT i.indisprimary
-                             AND NOT EXISTS (
-                               SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)""",
-                        (table,),
-                    ).fetchall()
-                ]
+                secondary = conn.execute(
+                    """SELECT c.relname, pg_get_indexdef(i.indexrelid)
+                       FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                       WHERE i.indrelid = %s::regclass AND NOT i.indisprimary
+                         AND NOT EXISTS (
+                           SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)""",
+                    (table,),
+                ).fetchall()
+                dropped = [name for name, _ in secondary]
+                rebuild = [definition for _, definition in secondary]
                 conn.execute("SET maintenance_work_mem = '512MB'")
                 with conn.transaction():
                     for index in dropped:
