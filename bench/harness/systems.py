@@ -255,6 +255,10 @@ def all_systems(concurrency: int) -> list[System]:
     """Every system, in the order they take turns."""
     c = str(concurrency)
     cpus_per_slot = round(min(1.0, (os.cpu_count() or 1) / concurrency), 3)
+    # ours-local, ours-io and djray070 run the same worker command (0.7.0 has the same CLI and
+    # import name, in its own venv); they differ in venv, settings and env.
+    local_worker_argv = ["-m", "django", "django_ray_worker", "--queue", "default"]
+    local_worker_argv += ["--concurrency", c, "--local"]
     return [
         System(
             key="ours-local",
@@ -262,16 +266,7 @@ def all_systems(concurrency: int) -> list[System]:
             family="ours",
             venv="ours",
             table=RAY_TABLE,
-            worker_argv=[
-                "-m",
-                "django",
-                "django_ray_worker",
-                "--queue",
-                "default",
-                "--concurrency",
-                c,
-                "--local",
-            ],
+            worker_argv=local_worker_argv,
             has_bulk=True,
         ),
         System(
@@ -280,16 +275,7 @@ def all_systems(concurrency: int) -> list[System]:
             family="ours",
             venv="ours",
             table=RAY_TABLE,
-            worker_argv=[
-                "-m",
-                "django",
-                "django_ray_worker",
-                "--queue",
-                "default",
-                "--concurrency",
-                c,
-                "--local",
-            ],
+            worker_argv=local_worker_argv,
             has_bulk=True,
             only=("sleep10",),
             worker_env={"BENCH_CPUS_PER_CALL": f"{cpus_per_slot:g}"},
@@ -331,16 +317,7 @@ def all_systems(concurrency: int) -> list[System]:
             venv="djray070",
             settings_system="djray070",
             table=RAY_TABLE,
-            worker_argv=[
-                "-m",
-                "django",
-                "django_ray_worker",
-                "--queue",
-                "default",
-                "--concurrency",
-                c,
-                "--local",
-            ],
+            worker_argv=local_worker_argv,
             caps={"noop": 600, "sleep10": 300, "hist": 600, "trickle": 250},
             quick_skip=("hist",),
             note=(

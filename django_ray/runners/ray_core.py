@@ -61,7 +61,6 @@ class _Chunk:
     deadline: float | None
     cancel_requested: set[int] = field(default_factory=set)
     timed_out: bool = False
-    task_id: str = ""
 
 
 class RayCoreRunner(Runner):
@@ -218,9 +217,7 @@ class RayCoreRunner(Runner):
                 [t.payload() for t in group], self.context.settings_module, self.context.sys_path
             )
             timeout = group[0].timeout_seconds if len(group) == 1 else None
-            self._chunks[ref] = _Chunk(
-                ref, group, now, now + timeout if timeout else None, task_id=ref.task_id().hex()
-            )
+            self._chunks[ref] = _Chunk(ref, group, now, now + timeout if timeout else None)
 
     # -- outcomes ---------------------------------------------------------------------------
 
@@ -293,7 +290,8 @@ class RayCoreRunner(Runner):
                 )
                 suspects = [c for c in self._chunks.values() if c.submitted <= seen]
             else:
-                suspects = [c for c in self._chunks.values() if c.task_id in on_node]
+                # Derived here, on the rare dead-node path, not on every submit.
+                suspects = [c for c in self._chunks.values() if c.ref.task_id().hex() in on_node]
             if now >= until:
                 del self._recent_deaths[node_id]
             if suspects:
