@@ -8,6 +8,7 @@ import pytest
 
 import django_ray
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
+from django_ray.runners.ray_job import JobsClient
 from django_ray.transitions import IllegalTransition
 from tests import tasks
 from tests.conftest import wait_until
@@ -105,22 +106,9 @@ def test_cancel_whose_worker_was_killed_is_finished_by_another_worker(start_work
 
 
 def _job_status(head, job_id: str) -> str:
-    import json
-    import urllib.error
-    import urllib.request
-
-    from django_ray.testing.ray import auth_headers
-
-    request = urllib.request.Request(
-        f"{head.dashboard_url}/api/jobs/{job_id}", headers=auth_headers()
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return str(json.loads(response.read())["status"])
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:  # ray_job_id is stored before the job is submitted
-            return ""
-        raise
+    # "" until Ray knows the job (ray_job_id is stored before the job is submitted).
+    details = JobsClient(head.dashboard_url).status(job_id)
+    return str(details["status"]) if details else ""
 
 
 def test_cancel_of_a_ray_job_whose_worker_died_is_stopped_by_a_ray_core_worker(
