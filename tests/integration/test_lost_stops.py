@@ -1,10 +1,11 @@
-"""A stop (cancel, timeout) that Ray loses is sent again until the Ray call ends.
+"""A stop (cancel, timeout) that Ray loses is sent again until the Ray call or job ends.
 
 ``ray.cancel`` can be lost when it races the call's dispatch to a Ray worker: the call was
 waiting for a lease and is being pushed at that moment. CI saw it once: a cancelled 60 s task
-ran to the end and SUCCEEDED. The race cannot be forced on demand, so these tests run the
-runner in this process against the real Ray head and drop its first ``ray.cancel``, exactly
-what the race does; everything else (submit, the running body, the kill) is real Ray.
+ran to the end and SUCCEEDED. A Ray Job stop can likewise race the job's start. The races
+cannot be forced on demand, so these tests run a runner in this process against the real Ray
+head and drop its first stop, exactly what the race does; everything else (submit, the running
+body, the kill, the database rows) is real.
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ from typing import Any
 
 import pytest
 
+from django_ray import transitions
+from django_ray.models import TaskState
 from django_ray.outcomes import ClaimedTask, OutcomeKind
-from django_ray.runners.base import Finished
+from django_ray.runners.base import Finished, Runner
 from django_ray.runners.ray_core import RayCoreRunner
+from django_ray.runners.ray_job import RayJobRunner
+from tests import tasks
+from tests.conftest import wait_until
+from tests.models import TaskProbe
 
 # The body sleeps this long; the runner must report the call stopped well before, or the stop
 # was never re-sent.
@@ -73,7 +80,7 @@ def runner(ray_head) -> Iterator[RayCoreRunner]:
         runner.stop()
 
 
-def _wait_for_outcome(runner: RayCoreRunner, within: float) -> Finished:
+def _wait_for_outcome(runner: Runner, within: float) -> Finished:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         finished = runner.wait(1.0)
@@ -133,3 +140,45 @@ def test_a_cancel_is_not_repeated_before_the_resend_interval(runner: RayCoreRunn
     assert lossy.cancels == 1
     finished = _wait_for_outcome(runner, STOP_WITHIN_SECONDS)
     assert [(t.id, o.kind) for t, o in finished] == [(task.id, OutcomeKind.CANCELLED)]
+
+
+class FirstJobStopLost:
+    """The Jobs API client, except that the first stop never arrives."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.stops = 0
+
+    def stop(self, submission_id: str) -> None:
+        self.stops += 1
+        if self.stops > 1:
+            self._client.stop(submission_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_ray_job_stop_that_was_lost_is_sent_again(ray_head) -> None:
+    result = tasks.announce_and_sleep.enqueue(BODY_SECONDS, marker="lost-job-stop")
+    runner = RayJobRunner(concurrency=1, address=ray_head.dashboard_url)
+    runner.start()
+    real_client = runner.client
+    lossy = FirstJobStopLost(real_client)
+    runner.client = lossy
+    [claimed] = transitions.claim("lost-stop-worker", None, 1)
+    runner.submit([claimed])
+    submission_id = runner._jobs[claimed.id].submission_id
+    try:
+        # The job's body runs (not merely its entrypoint starting up).
+        wait_until(lambda: TaskProbe.objects.filter(name="lost-job-stop-started").exists(), 120)
+        assert transitions.request_cancel(result.id) == TaskState.CANCELLING
+        runner.cancel([claimed.id])
+        finished = _wait_for_outcome(runner, STOP_WITHIN_SECONDS)
+    finally:
+        runner.release()
+        real_client.stop(submission_id)  # never leave a 300 s job on the shared head
+    assert [(t.id, o.kind) for t, o in finished] == [(claimed.id, OutcomeKind.CANCELLED)]
+    assert lossy.stops >= 2
+    assert real_client.status(submission_id)["status"] == "STOPPED"
+    assert not TaskProbe.objects.filter(name="lost-job-stop").exists()
