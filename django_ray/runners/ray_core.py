@@ -43,6 +43,10 @@ TARGET_CHUNK_SECONDS = 0.05
 DURATION_SMOOTHING = 0.3
 # After a node death is seen: how long in-flight calls keep being matched against that node.
 DEAD_NODE_RECHECK_SECONDS = 10.0
+# ``ray.cancel`` can be lost when it races the call's dispatch to a Ray worker (the call was
+# waiting for a lease and is being pushed just then), and the call then runs to the end. So a
+# call that was told to stop and has not is told again this often until its result arrives.
+CANCEL_RESEND_SECONDS = 1.0
 
 
 class _RayGone(Exception):
@@ -61,6 +65,8 @@ class _Chunk:
     deadline: float | None
     cancel_requested: set[int] = field(default_factory=set)
     timed_out: bool = False
+    # monotonic time of the last ray.cancel sent for this call; None while it should run.
+    cancel_sent_at: float | None = None
 
 
 class RayCoreRunner(Runner):
@@ -236,6 +242,11 @@ class RayCoreRunner(Runner):
         refs = list(self._chunks)
         wait_for = timeout
         deadlines = [c.deadline for c in self._chunks.values() if c.deadline and not c.timed_out]
+        deadlines += [
+            c.cancel_sent_at + CANCEL_RESEND_SECONDS
+            for c in self._chunks.values()
+            if c.cancel_sent_at is not None
+        ]
         if deadlines:
             wait_for = max(0.0, min(wait_for, min(deadlines) - time.monotonic()))
         ready, _ = ray.wait(refs, num_returns=1, timeout=wait_for)
@@ -414,17 +425,40 @@ class RayCoreRunner(Runner):
                     chunk.tasks[0].timeout_seconds,
                     extra={"task_id": chunk.tasks[0].task_id},
                 )
-                self._ray.cancel(chunk.ref, force=True)
+                self._send_cancel(chunk, now)
+            elif (
+                chunk.cancel_sent_at is not None
+                and now - chunk.cancel_sent_at >= CANCEL_RESEND_SECONDS
+            ):
+                logger.debug(
+                    "Ray call still running %.1fs after ray.cancel; sending it again",
+                    now - chunk.cancel_sent_at,
+                    extra={"task_id": chunk.tasks[0].task_id},
+                )
+                self._send_cancel(chunk, now)
+
+    def _send_cancel(self, chunk: _Chunk, now: float) -> None:
+        chunk.cancel_sent_at = now
+        try:
+            self._ray.cancel(chunk.ref, force=True)
+        except Exception:  # resent next cycle; the call's outcome arrives through wait() anyway
+            logger.warning(
+                "ray.cancel failed; retrying in %ss",
+                CANCEL_RESEND_SECONDS,
+                exc_info=True,
+                extra={"task_id": chunk.tasks[0].task_id},
+            )
 
     def cancel(self, execution_ids: Iterable[int]) -> None:
         wanted = set(execution_ids)
+        now = time.monotonic()
         for chunk in self._chunks.values():
             hit = wanted & {t.id for t in chunk.tasks}
-            if hit and not chunk.cancel_requested:
-                chunk.cancel_requested |= hit
-                self._ray.cancel(chunk.ref, force=True)
-            elif hit:
-                chunk.cancel_requested |= hit
+            if not hit:
+                continue
+            chunk.cancel_requested |= hit
+            if chunk.cancel_sent_at is None:
+                self._send_cancel(chunk, now)
 
     def in_flight_ids(self) -> list[int]:
         ids = [t.id for chunk in self._chunks.values() for t in chunk.tasks]

@@ -11,7 +11,8 @@
   crashed), it records the outcome itself: CANCELLED for a cancel, FAILED "timed out after N
   seconds" for a timeout, LOST (retry path) otherwise.
 * Timeouts are enforced inside the job (SIGALRM around the body); the worker stops a job still
-  running ``TIMEOUT_STOP_SLACK_SECONDS`` past the deadline (job start-up included).
+  running ``TIMEOUT_STOP_SLACK_SECONDS`` past the deadline (job start-up included). A job still
+  PENDING/RUNNING ``STOP_RESEND_SECONDS`` after a stop (cancel or timeout) is stopped again.
 * At shutdown the jobs keep running: :meth:`RayJobRunner.release` hands them over for adoption
   by another worker (:meth:`RayJobRunner.reconcile`).
 * If the Jobs API becomes unreachable, the worker stops claiming, keeps monitoring heartbeats
@@ -50,6 +51,10 @@ logger = logging.getLogger("django_ray.runner")
 POLL_SECONDS = 0.5
 HTTP_TIMEOUT = 10.0
 TIMEOUT_STOP_SLACK_SECONDS = 10.0
+# A stop can be lost (it raced the job's start, or the head restarted in between), so a job
+# still PENDING/RUNNING this long after its stop is stopped again. Longer than Ray's own
+# SIGTERM-to-SIGKILL wait (RAY_JOB_STOP_WAIT_TIME_S, 3 s) so a graceful stop is not cut short.
+STOP_RESEND_SECONDS = 10.0
 RUNNING_STATUSES = frozenset({"PENDING", "RUNNING"})
 FINISHED_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 
@@ -148,7 +153,8 @@ class _Job:
     deadline: float | None
     cancel_requested: bool = False
     timed_out: bool = False
-    stop_sent: bool = False
+    # monotonic time the last stop was sent; None while the job should run.
+    stop_sent_at: float | None = None
     last_error: str = ""
 
 
@@ -429,10 +435,14 @@ class RayJobRunner(Runner):
             )
         status = str(details.get("status", "")).upper()
         if status in RUNNING_STATUSES:
-            if job.deadline is not None and not job.stop_sent and time.monotonic() >= job.deadline:
+            now = time.monotonic()
+            if job.stop_sent_at is not None:
+                if now - job.stop_sent_at >= STOP_RESEND_SECONDS:
+                    self._stop(job, "still running after a stop; sending it again")
+            elif job.deadline is not None and now >= job.deadline:
                 job.timed_out = True
                 self._stop(job, "timeout")
-            elif job.cancel_requested and not job.stop_sent:
+            elif job.cancel_requested:
                 self._stop(job, "cancel")
             return None
         if status not in FINISHED_STATUSES:
@@ -448,7 +458,7 @@ class RayJobRunner(Runner):
             extra={"task_id": job.task.task_id},
         )
         self.client.stop(job.submission_id)
-        job.stop_sent = True
+        job.stop_sent_at = time.monotonic()
 
     def _row_outcome(self, job: _Job, lost_message: str) -> Outcome:
         """The outcome of an ended job: what it recorded itself, or what the worker records."""

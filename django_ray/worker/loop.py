@@ -82,6 +82,8 @@ class Worker:
         self._unrecorded: Finished = []
         self._last_recovery = 0.0
         self._last_cancel_check = 0.0
+        # Rows whose cancel was already handed to the runner: logged once, not every check.
+        self._cancels_announced: set[int] = set()
         self._last_poll = 0.0
         self._more_work = True
         # Monotonic times at which retries this worker scheduled become due: the idle wait ends
@@ -412,18 +414,22 @@ class Worker:
 
     def _process_cancellations(self) -> None:
         wanted = transitions.cancelling_rows(self.worker_id, self.using)
-        if not wanted:
-            return
         in_flight = set(self.runner.in_flight_ids())
         running = [i for i in wanted if i in in_flight]
-        if running:
+        self._cancels_announced &= set(running)
+        if not running:
+            return
+        new = [i for i in running if i not in self._cancels_announced]
+        if new:
             logger.info(
                 "cancelling %s running task(s): ids=%s",
-                len(running),
-                running,
+                len(new),
+                new,
                 extra={"worker_id": self.worker_id},
             )
-            self.runner.cancel(running)
+            self._cancels_announced.update(new)
+        # Every check, not only the first: the runner re-sends a stop that did not take effect.
+        self.runner.cancel(running)
 
     def _recover(self) -> None:
         reconcile = getattr(self.runner, "reconcile", None)

@@ -1,0 +1,184 @@
+"""A stop (cancel, timeout) that Ray loses is sent again until the Ray call or job ends.
+
+``ray.cancel`` can be lost when it races the call's dispatch to a Ray worker: the call was
+waiting for a lease and is being pushed at that moment. CI saw it once: a cancelled 60 s task
+ran to the end and SUCCEEDED. A Ray Job stop can likewise race the job's start. The races
+cannot be forced on demand, so these tests run a runner in this process against the real Ray
+head and drop its first stop, exactly what the race does; everything else (submit, the running
+body, the kill, the database rows) is real.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from django_ray import transitions
+from django_ray.models import TaskState
+from django_ray.outcomes import ClaimedTask, OutcomeKind
+from django_ray.runners.base import Finished, Runner
+from django_ray.runners.ray_core import RayCoreRunner
+from django_ray.runners.ray_job import RayJobRunner
+from tests import tasks
+from tests.conftest import wait_until
+from tests.models import TaskProbe
+
+# The body sleeps this long; the runner must report the call stopped well before, or the stop
+# was never re-sent.
+BODY_SECONDS = 300
+STOP_WITHIN_SECONDS = 90
+
+
+class FirstCancelLost:
+    """Ray, except that the first ``ray.cancel`` never arrives."""
+
+    def __init__(self, ray: Any) -> None:
+        self._ray = ray
+        self.cancels = 0
+
+    def cancel(self, ref: Any, force: bool = False) -> None:
+        self.cancels += 1
+        if self.cancels > 1:
+            self._ray.cancel(ref, force=force)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ray, name)
+
+
+def _claimed(execution_id: int, timeout_seconds: float | None) -> ClaimedTask:
+    now = datetime.now(UTC)
+    return ClaimedTask(
+        id=execution_id,
+        task_id=f"lost-cancel-{execution_id}",
+        callable_path="tests.tasks.sleep_for",
+        queue_name="default",
+        priority=0,
+        takes_context=False,
+        args=[BODY_SECONDS],
+        kwargs={},
+        attempt_number=1,
+        max_attempts=1,
+        timeout_seconds=timeout_seconds,
+        backend_alias="default",
+        created_at=now,
+        run_after=now,
+        started_at=now,
+    )
+
+
+@pytest.fixture
+def runner(ray_head) -> Iterator[RayCoreRunner]:
+    runner = RayCoreRunner(concurrency=1, address=ray_head.address, local=False)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
+def _wait_for_outcome(runner: Runner, within: float) -> Finished:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        finished = runner.wait(1.0)
+        if finished:
+            return finished
+    raise AssertionError(f"the Ray call was still running {within}s after it was told to stop")
+
+
+def _wait_until_the_body_runs(runner: RayCoreRunner) -> None:
+    from ray.util.state import list_tasks
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job_id = runner._ray.get_runtime_context().get_job_id()
+        states = {t.state for t in list_tasks(filters=[("job_id", "=", job_id)], timeout=10)}
+        if "RUNNING" in states:
+            return
+        assert not runner.wait(0.5), "the sleeping call ended by itself"
+    raise AssertionError("the Ray call never started running")
+
+
+def test_a_cancel_that_ray_lost_is_sent_again(runner: RayCoreRunner) -> None:
+    lossy = FirstCancelLost(runner._ray)
+    runner._ray = lossy
+    task = _claimed(1, timeout_seconds=None)
+    runner.submit([task])
+    _wait_until_the_body_runs(runner)
+    runner.cancel([task.id])
+    finished = _wait_for_outcome(runner, STOP_WITHIN_SECONDS)
+    assert [(t.id, o.kind) for t, o in finished] == [(task.id, OutcomeKind.CANCELLED)]
+    assert lossy.cancels >= 2
+    # The worker asks again on every cancel check; that never counts as a new stop.
+    assert runner.in_flight_ids() == []
+
+
+def test_a_timeout_stop_that_ray_lost_is_sent_again(runner: RayCoreRunner) -> None:
+    lossy = FirstCancelLost(runner._ray)
+    runner._ray = lossy
+    task = _claimed(2, timeout_seconds=2)
+    runner.submit([task])
+    finished = _wait_for_outcome(runner, STOP_WITHIN_SECONDS)
+    [(returned, outcome)] = finished
+    assert returned.id == task.id
+    assert outcome.kind is OutcomeKind.FAILED
+    assert "timed out after 2 seconds" in (outcome.error_message or "")
+    assert lossy.cancels >= 2
+
+
+def test_a_cancel_is_not_repeated_before_the_resend_interval(runner: RayCoreRunner) -> None:
+    lossy = FirstCancelLost(runner._ray)
+    runner._ray = lossy
+    task = _claimed(3, timeout_seconds=None)
+    runner.submit([task])
+    # The worker's cancel check hands the same ids over again and again.
+    for _ in range(5):
+        runner.cancel([task.id])
+    assert lossy.cancels == 1
+    finished = _wait_for_outcome(runner, STOP_WITHIN_SECONDS)
+    assert [(t.id, o.kind) for t, o in finished] == [(task.id, OutcomeKind.CANCELLED)]
+
+
+class FirstJobStopLost:
+    """The Jobs API client, except that the first stop never arrives."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.stops = 0
+
+    def stop(self, submission_id: str) -> None:
+        self.stops += 1
+        if self.stops > 1:
+            self._client.stop(submission_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_ray_job_stop_that_was_lost_is_sent_again(ray_head) -> None:
+    result = tasks.announce_and_sleep.enqueue(BODY_SECONDS, marker="lost-job-stop")
+    runner = RayJobRunner(concurrency=1, address=ray_head.dashboard_url)
+    runner.start()
+    real_client = runner.client
+    lossy = FirstJobStopLost(real_client)
+    runner.client = lossy
+    [claimed] = transitions.claim("lost-stop-worker", None, 1)
+    runner.submit([claimed])
+    submission_id = runner._jobs[claimed.id].submission_id
+    try:
+        # The job's body runs (not merely its entrypoint starting up).
+        wait_until(lambda: TaskProbe.objects.filter(name="lost-job-stop-started").exists(), 120)
+        assert transitions.request_cancel(result.id) == TaskState.CANCELLING
+        runner.cancel([claimed.id])
+        finished = _wait_for_outcome(runner, STOP_WITHIN_SECONDS)
+    finally:
+        runner.release()
+        real_client.stop(submission_id)  # never leave a 300 s job on the shared head
+    assert [(t.id, o.kind) for t, o in finished] == [(claimed.id, OutcomeKind.CANCELLED)]
+    assert lossy.stops >= 2
+    assert real_client.status(submission_id)["status"] == "STOPPED"
+    assert not TaskProbe.objects.filter(name="lost-job-stop").exists()
