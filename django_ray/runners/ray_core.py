@@ -34,7 +34,7 @@ from django_ray import execution
 from django_ray.conf import ray_settings
 from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
 from django_ray.runners.base import Finished, ProcessContext, Runner, RunnerUnavailable
-from django_ray.runners.sync import timed_out
+from django_ray.timeouts import timed_out
 
 logger = logging.getLogger("django_ray.runner")
 
