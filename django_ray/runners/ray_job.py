@@ -86,7 +86,7 @@ def _auth_headers() -> dict[str, str]:
 class JobsClient:
     """The four calls of Ray's Job Submission REST API this runner needs."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, timeout: float = HTTP_TIMEOUT) -> None:
         if "://" not in address:
             address = f"http://{address}"
         parsed = urllib.parse.urlparse(address)
@@ -98,6 +98,7 @@ class JobsClient:
             )
         self.base = address.rstrip("/")
         self.headers = _auth_headers()
+        self.timeout = timeout
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -108,7 +109,7 @@ class JobsClient:
             self.base + path, data=data, method=method, headers=headers
         )
         try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 text = response.read().decode(errors="replace")
         except urllib.error.HTTPError as exc:
             raise JobsApiError(exc.code, exc.read().decode(errors="replace")) from exc
