@@ -280,6 +280,11 @@ class RayJobRunner(Runner):
         env_vars.update(extra.pop("env_vars", {}) or {})
         return {**extra, "env_vars": env_vars}
 
+    def _entrypoint_resources(self) -> dict[str, Any]:
+        """The Jobs API's ``entrypoint_*`` fields from ``RAY_JOB_ENTRYPOINT_RESOURCES``."""
+        wanted = ray_settings().RAY_JOB_ENTRYPOINT_RESOURCES
+        return {f"entrypoint_{key}": value for key, value in wanted.items() if value}
+
     def submit(self, tasks: list[ClaimedTask]) -> None:
         if not tasks:
             return
@@ -310,6 +315,7 @@ class RayJobRunner(Runner):
                 "callable_path": task.callable_path[:200],
                 "attempt": str(task.attempt_number),
             },
+            **self._entrypoint_resources(),
         }
         try:
             self.client.submit(body)

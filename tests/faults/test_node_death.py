@@ -8,59 +8,37 @@ path (LOST -> QUEUED) and the task must then succeed elsewhere.
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
-from django_ray.testing.postgres import free_port
-from django_ray.testing.ray import FAST_NODE_DEATH_ENV, RayHead, RayNode, tasks_on_node
+from django_ray.testing.ray import RayHead, RayNode, tasks_on_node
 from tests import tasks
 from tests.conftest import wait_until
-from tests.faults.conftest import all_terminal, check_run, report, running_ids, state_counts
+from tests.faults.conftest import (
+    all_terminal,
+    check_run,
+    report,
+    running_ids,
+    state_counts,
+    two_node_cluster_of,
+)
 from tests.models import TaskProbe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@contextlib.contextmanager
-def _two_node_cluster(dashboard: bool) -> Iterator[tuple[RayHead, RayNode]]:
-    """A private head (1 CPU, fast node-death detection) and a second node (1 CPU)."""
-    root = Path(tempfile.mkdtemp(prefix="django-ray-ray-"))
-    (root / "t").mkdir()
-    head = RayHead(
-        temp_dir=root / "t",
-        gcs_port=free_port(),
-        dashboard_port=free_port(),
-        num_cpus=1,
-        env=dict(FAST_NODE_DEATH_ENV),
-        dashboard=dashboard,
-    )
-    node = RayNode(head, num_cpus=1, resources={"victim_node": 1})
-    try:
-        head.start()
-        node.start()
-        yield head, node
-    finally:
-        node.kill()
-        head.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture
 def two_node_cluster() -> Iterator[tuple[RayHead, RayNode]]:
-    with _two_node_cluster(dashboard=True) as cluster:
+    with two_node_cluster_of(dashboard=True) as cluster:
         yield cluster
 
 
 @pytest.fixture
 def two_node_cluster_without_dashboard() -> Iterator[tuple[RayHead, RayNode]]:
-    with _two_node_cluster(dashboard=False) as cluster:
+    with two_node_cluster_of(dashboard=False) as cluster:
         yield cluster
 
 
