@@ -73,7 +73,8 @@ class JobsApiUnreachable(RuntimeError):
     """The Jobs API did not answer (head down, network)."""
 
 
-def _auth_headers() -> dict[str, str]:
+def auth_headers() -> dict[str, str]:
+    """The bearer token header for Ray's HTTP APIs (Jobs, state), when a token exists."""
     token = os.environ.get("RAY_AUTH_TOKEN")
     if not token:
         path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
@@ -97,7 +98,7 @@ class JobsClient:
                 "DJANGO_RAY['RAY_ADDRESS'], or use --cluster for a GCS/ray:// address."
             )
         self.base = address.rstrip("/")
-        self.headers = _auth_headers()
+        self.headers = auth_headers()
         self.timeout = timeout
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:

@@ -336,6 +336,14 @@ def _gcs_nodes(head: RayHead) -> list[dict[str, object]]:
     return list(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def tasks_of_job(head: RayHead, job_id: str) -> list[dict[str, object]]:
+    """Tasks Ray's state API lists for the Ray job (driver) ``job_id`` (name, state, task_id)."""
+    return _state_api(
+        head,
+        f"/api/v0/tasks?limit=1000&filter_keys=job_id&filter_predicates=%3D&filter_values={job_id}",
+    )
+
+
 def tasks_on_node(head: RayHead, node_id: str) -> list[dict[str, object]]:
     """Tasks Ray's state API places on ``node_id`` (name, state, task_id)."""
     return _state_api(

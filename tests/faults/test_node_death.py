@@ -82,6 +82,8 @@ def test_task_on_a_crashed_node_goes_through_the_retry_path(start_worker, two_no
     assert row.state == TaskState.SUCCEEDED and row.attempt_number == 2
     log = worker.log()
     assert "is dead; looking for in-flight tasks" in log
+    # Found through the state API, not by the no-dashboard fallback (which loses every call).
+    assert "cannot ask Ray's state API" not in log, log[-3000:]
     assert worker.stop() == 0, log[-3000:]
     report(
         "Ray node crash (frozen, never answers) under a ray_core worker",
