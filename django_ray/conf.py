@@ -57,6 +57,35 @@ def _storage_options(value: Any) -> str | None:
     return None
 
 
+ENTRYPOINT_RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory", "resources")
+
+
+def _entrypoint_resources(value: Any) -> str | None:
+    allowed = ", ".join(ENTRYPOINT_RESOURCE_KEYS)
+    for key, amount in value.items():
+        if key not in ENTRYPOINT_RESOURCE_KEYS:
+            return f"unknown key {key!r}; the keys are {allowed}"
+        if key == "resources":
+            if not isinstance(amount, dict):
+                return (
+                    f"'resources' must be a dict of custom resource name to amount, not {amount!r}"
+                )
+            for name, need in amount.items():
+                if not isinstance(name, str) or not _non_negative(need):
+                    return (
+                        f"'resources' entry {name!r}: {need!r} must be a number >= 0 "
+                        "under a string name"
+                    )
+        elif not _non_negative(amount) or (key == "memory" and not isinstance(amount, int)):
+            kind = "a whole number of bytes" if key == "memory" else "a number"
+            return f"{key!r} is {amount!r}; it must be {kind} >= 0"
+    return None
+
+
+def _non_negative(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
 SETTINGS: dict[str, Setting] = {
     "RAY_ADDRESS": Setting(
         None,
@@ -185,6 +214,14 @@ SETTINGS: dict[str, Setting] = {
     ),
     "RAY_JOB_RUNTIME_ENV": Setting(
         {}, (dict,), "Extra Ray runtime_env of each Ray Job (env_vars are merged)."
+    ),
+    "RAY_JOB_ENTRYPOINT_RESOURCES": Setting(
+        {},
+        (dict,),
+        "What each Ray Job's entrypoint (the process that runs the task body) reserves: "
+        "num_cpus, num_gpus, memory (bytes), resources (custom). {}: nothing, and Ray then runs "
+        "every job on the head node; {'num_cpus': 1} spreads jobs over the cluster's nodes.",
+        validator=_entrypoint_resources,
     ),
     "WORKER_METRICS_PORT": Setting(
         None,

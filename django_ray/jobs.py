@@ -18,12 +18,9 @@ Exit codes of the job process (visible as the Ray Job's status and message):
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import time
-from types import FrameType
 
-from django_ray.execution import TaskInterrupted
 from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
 
 logger = logging.getLogger("django_ray.jobs")
@@ -47,30 +44,11 @@ def entrypoint(python: str, execution_id: int, attempt: int) -> str:
     return f"{shlex.quote(python)} -m django_ray.jobs {int(execution_id)} {int(attempt)}"
 
 
-class _TimedOut(TaskInterrupted):
-    """Raised inside the task body by SIGALRM when ``timeout_seconds`` passes."""
-
-
 def run_body(task: ClaimedTask) -> Outcome:
     """Run the task body here, stopped by SIGALRM after its ``timeout_seconds``."""
-    from django_ray import execution
-    from django_ray.runners.sync import timed_out
+    from django_ray.timeouts import run_with_alarm
 
-    timeout = task.timeout_seconds
-    if not timeout:
-        return execution.run_task(task.payload())
-
-    def on_alarm(signum: int, frame: FrameType | None) -> None:
-        raise _TimedOut
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        return execution.run_task(task.payload())
-    except _TimedOut:
-        return timed_out(task)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+    return run_with_alarm(task)
 
 
 def _record(execution_id: int, attempt: int, job_id: str, outcome: Outcome) -> str | None:

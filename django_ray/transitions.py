@@ -349,7 +349,7 @@ class RecoveryReport:
     requeued: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
     # Ray Job submission ids of the recovered rows: their jobs may still run and are stopped
-    # by the recovering worker (see Worker._stop_recovered_jobs).
+    # by the recovering worker (see django_ray.worker.job_stops).
     ray_jobs: list[str] = field(default_factory=list)
 
 

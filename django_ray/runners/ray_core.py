@@ -34,7 +34,7 @@ from django_ray import execution
 from django_ray.conf import ray_settings
 from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
 from django_ray.runners.base import Finished, ProcessContext, Runner, RunnerUnavailable
-from django_ray.runners.sync import timed_out
+from django_ray.timeouts import timed_out
 
 logger = logging.getLogger("django_ray.runner")
 
@@ -315,16 +315,39 @@ class RayCoreRunner(Runner):
                         self._lose_on_dead_node(chunk, node_id)
 
     def _task_ids_on_node(self, node_id: str) -> set[str]:
-        from ray.util.state import list_tasks
+        """Ids of this driver's Ray tasks the state API places on ``node_id``.
 
+        Asked over HTTP from the dashboard of the cluster this worker joined: Ray's
+        ``list_tasks()`` finds its cluster from ``RAY_ADDRESS`` or by looking for local Ray
+        instances, and so fails or asks another cluster on a host that runs several.
+        """
+        import json
+        import urllib.parse
+        import urllib.request
+
+        from django_ray.runners.ray_job import auth_headers
+
+        if not self._dashboard_url:
+            raise RuntimeError("the cluster has no dashboard, so no state API")
         job_id = self._ray.get_runtime_context().get_job_id()
-        tasks = list_tasks(
-            filters=[("node_id", "=", node_id), ("job_id", "=", job_id)],
-            limit=10_000,
-            timeout=5,
-            raise_on_missing_output=False,
+        query = urllib.parse.urlencode(
+            [
+                ("limit", 10_000),
+                ("timeout", 5),
+                ("filter_keys", "node_id"),
+                ("filter_predicates", "="),
+                ("filter_values", node_id),
+                ("filter_keys", "job_id"),
+                ("filter_predicates", "="),
+                ("filter_values", job_id),
+            ]
         )
-        return {t.task_id for t in tasks}
+        request = urllib.request.Request(
+            f"{self._dashboard_url}/api/v0/tasks?{query}", headers=auth_headers()
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            listed = json.loads(response.read())["data"]["result"]["result"]
+        return {str(t["task_id"]) for t in listed}
 
     def _lose_on_dead_node(self, chunk: _Chunk, node_id: str) -> None:
         self._chunks.pop(chunk.ref, None)

@@ -44,7 +44,7 @@ from django_ray.conf import ray_settings
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
 from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
 from django_ray.runners.base import Finished, ProcessContext, Runner, RunnerUnavailable
-from django_ray.runners.sync import timed_out
+from django_ray.timeouts import timed_out
 
 logger = logging.getLogger("django_ray.runner")
 
@@ -73,7 +73,8 @@ class JobsApiUnreachable(RuntimeError):
     """The Jobs API did not answer (head down, network)."""
 
 
-def _auth_headers() -> dict[str, str]:
+def auth_headers() -> dict[str, str]:
+    """The bearer token header for Ray's HTTP APIs (Jobs, state), when a token exists."""
     token = os.environ.get("RAY_AUTH_TOKEN")
     if not token:
         path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
@@ -86,7 +87,7 @@ def _auth_headers() -> dict[str, str]:
 class JobsClient:
     """The four calls of Ray's Job Submission REST API this runner needs."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, timeout: float = HTTP_TIMEOUT) -> None:
         if "://" not in address:
             address = f"http://{address}"
         parsed = urllib.parse.urlparse(address)
@@ -97,7 +98,8 @@ class JobsClient:
                 "DJANGO_RAY['RAY_ADDRESS'], or use --cluster for a GCS/ray:// address."
             )
         self.base = address.rstrip("/")
-        self.headers = _auth_headers()
+        self.headers = auth_headers()
+        self.timeout = timeout
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -108,7 +110,7 @@ class JobsClient:
             self.base + path, data=data, method=method, headers=headers
         )
         try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 text = response.read().decode(errors="replace")
         except urllib.error.HTTPError as exc:
             raise JobsApiError(exc.code, exc.read().decode(errors="replace")) from exc
@@ -279,6 +281,11 @@ class RayJobRunner(Runner):
         env_vars.update(extra.pop("env_vars", {}) or {})
         return {**extra, "env_vars": env_vars}
 
+    def _entrypoint_resources(self) -> dict[str, Any]:
+        """The Jobs API's ``entrypoint_*`` fields from ``RAY_JOB_ENTRYPOINT_RESOURCES``."""
+        wanted = ray_settings().RAY_JOB_ENTRYPOINT_RESOURCES
+        return {f"entrypoint_{key}": value for key, value in wanted.items() if value}
+
     def submit(self, tasks: list[ClaimedTask]) -> None:
         if not tasks:
             return
@@ -309,6 +316,7 @@ class RayJobRunner(Runner):
                 "callable_path": task.callable_path[:200],
                 "attempt": str(task.attempt_number),
             },
+            **self._entrypoint_resources(),
         }
         try:
             self.client.submit(body)

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterable
-from types import FrameType
 
-from django_ray import execution
 from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
 from django_ray.runners.base import Finished, Runner
-
-
-class _TimedOut(execution.TaskInterrupted):
-    """Raised inside the task body by SIGALRM when its timeout passes."""
+from django_ray.timeouts import run_with_alarm
 
 
 class SyncRunner(Runner):
@@ -36,22 +30,7 @@ class SyncRunner(Runner):
         if task.id in self._cancelled:
             self._cancelled.discard(task.id)
             return Outcome(task.id, task.attempt_number, OutcomeKind.CANCELLED)
-        timeout = task.timeout_seconds
-        if not timeout:
-            return execution.run_task(task.payload())
-
-        def on_alarm(signum: int, frame: FrameType | None) -> None:
-            raise _TimedOut
-
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, timeout)
-        try:
-            return execution.run_task(task.payload())
-        except _TimedOut:
-            return timed_out(task)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+        return run_with_alarm(task)
 
     def wait(self, timeout: float) -> Finished:
         finished: Finished = []
@@ -75,18 +54,3 @@ class SyncRunner(Runner):
 
     def stop(self) -> None:
         pass
-
-
-def timed_out(task: ClaimedTask) -> Outcome:
-    """The outcome of an attempt stopped because it ran past ``timeout_seconds``."""
-    seconds = task.timeout_seconds or 0
-    shown = f"{seconds:g}"
-    return Outcome(
-        task.id,
-        task.attempt_number,
-        OutcomeKind.FAILED,
-        error_class_path="builtins.TimeoutError",
-        error_message=f"Task {task.callable_path} timed out after {shown} seconds",
-        error_traceback=f"TimeoutError: timed out after {shown} seconds\n",
-        retryable=True,
-    )

@@ -47,6 +47,9 @@ class RayHead:
     num_cpus: int
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    # False starts the head like a Ray Core-only cluster: no dashboard, so no Jobs API and no
+    # state API (the Ray Core runner must then manage without them).
+    dashboard: bool = True
 
     @property
     def address(self) -> str:
@@ -92,6 +95,8 @@ class RayHead:
             f"--max-worker-port={worker_base + 200}",
             *[f"{k}={v}" for k, v in ports.items()],
         ]
+        if not self.dashboard:
+            args.append("--include-dashboard=false")
         env = {**os.environ, **self.env}
         env.pop("RAY_ADDRESS", None)
         log = open(self.temp_dir.parent / "ray-head.log", "ab")  # noqa: SIM115 - lives with the head
@@ -109,6 +114,12 @@ class RayHead:
                 raise RayHeadUnavailable(
                     f"ray start exited {self.process.returncode}:\n{self.log_tail()}"
                 )
+            if not self.dashboard:
+                # `ray start --block` prints this once the GCS and the raylet are up.
+                if "Ray runtime started" in self.log_tail():
+                    return
+                time.sleep(0.5)
+                continue
             request = urllib.request.Request(
                 f"{self.dashboard_url}/api/version", headers=auth_headers()
             )
@@ -284,8 +295,53 @@ def _state_api(head: RayHead, path: str) -> list[dict[str, object]]:
 
 
 def nodes(head: RayHead) -> list[dict[str, object]]:
-    """The cluster's nodes as Ray's state API lists them."""
-    return _state_api(head, "/api/v0/nodes?limit=100&detail=true")
+    """The cluster's nodes as Ray's state API lists them (``node_id``, ``state``,
+    ``resources_total``). A head without a dashboard has no state API: then the GCS is asked
+    through a short-lived driver process, and the answer has the same keys."""
+    if head.dashboard:
+        return _state_api(head, "/api/v0/nodes?limit=100&detail=true")
+    return _gcs_nodes(head)
+
+
+_GCS_NODES_SCRIPT = """
+import json, sys
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)
+print(json.dumps([
+    {"node_id": n["NodeID"], "state": "ALIVE" if n["Alive"] else "DEAD",
+     "resources_total": n.get("Resources") or {}}
+    for n in ray.nodes()
+]))
+"""
+
+
+def _gcs_nodes(head: RayHead) -> list[dict[str, object]]:
+    import http.client
+    import json
+
+    env = {**os.environ, **head.env}
+    env.pop("RAY_ADDRESS", None)
+    if auth_token():
+        env["RAY_AUTH_MODE"] = "token"
+    done = subprocess.run(
+        [sys.executable, "-c", _GCS_NODES_SCRIPT, head.address],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        # Raised as the dashboard path's errors are, so callers poll through a starting GCS.
+        raise http.client.HTTPException(f"ray.nodes() failed: {done.stderr[-1000:]}")
+    return list(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def tasks_of_job(head: RayHead, job_id: str) -> list[dict[str, object]]:
+    """Tasks Ray's state API lists for the Ray job (driver) ``job_id`` (name, state, task_id)."""
+    return _state_api(
+        head,
+        f"/api/v0/tasks?limit=1000&filter_keys=job_id&filter_predicates=%3D&filter_values={job_id}",
+    )
 
 
 def tasks_on_node(head: RayHead, node_id: str) -> list[dict[str, object]]:

@@ -25,6 +25,7 @@ from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
 from django_ray.results import store_if_oversized
 from django_ray.runners.base import Finished, Runner, RunnerUnavailable
 from django_ray.worker import faults
+from django_ray.worker.job_stops import RecoveredJobStopper
 from django_ray.worker.lease import LeaseKeeper
 from django_ray.worker.shutdown import (
     EXIT_LEASE_LOST,
@@ -91,6 +92,7 @@ class Worker:
         self._retry_due: list[float] = []
         self._db_ok = True
         self.listener = WakeupListener(self.queues, using, wake=self.wake)
+        self.job_stopper = RecoveredJobStopper(self.worker_id, self.runner.jobs_api_address)
         self.lease = LeaseKeeper(
             self.worker_id,
             float(self.conf.WORKER_LEASE_SECONDS),
@@ -455,8 +457,8 @@ class Worker:
         report.lost += untracked.lost
         report.requeued += untracked.requeued
         report.cancelled += untracked.cancelled
-        if report.ray_jobs:
-            self._stop_recovered_jobs(report.ray_jobs)
+        self.job_stopper.add(report.ray_jobs)
+        self.job_stopper.run()
         recovered = len(report.lost) + len(report.cancelled)
         if recovered:
             self.stats.recovered += recovered
@@ -468,44 +470,6 @@ class Worker:
                 len(report.cancelled),
                 extra={"worker_id": self.worker_id},
             )
-
-    def _stop_recovered_jobs(self, job_ids: list[str]) -> None:
-        """Stop the Ray Jobs of rows just recovered (CANCELLING -> CANCELLED, or LOST): their
-        attempt is over, so a job still running would only waste the cluster (its outcome is
-        discarded). Any runner mode does it: the Jobs API address comes from the runner (the
-        dashboard of a joined cluster) or from settings / ``RAY_ADDRESS``."""
-        from django_ray.runners.ray_job import JobsApiError, JobsApiUnreachable, JobsClient
-
-        address = self.runner.jobs_api_address()
-        if not address:
-            logger.warning(
-                "recovered row(s) of Ray Job(s) %s but this worker knows no Ray Jobs API to "
-                "stop them (set DJANGO_RAY['RAY_ADDRESS'] or RAY_ADDRESS to the dashboard, "
-                "e.g. http://ray-head:8265); stop them with `ray job stop <id>` if they run",
-                ", ".join(job_ids[:20]),
-                extra={"worker_id": self.worker_id},
-            )
-            return
-        client = JobsClient(address)
-        for job_id in job_ids:
-            try:
-                client.stop(job_id)
-            except (JobsApiError, JobsApiUnreachable) as exc:
-                logger.warning(
-                    "could not stop Ray Job %s of a recovered row via %s (%s); stop it with "
-                    "`ray job stop %s` if it still runs",
-                    job_id,
-                    address,
-                    exc,
-                    job_id,
-                    extra={"worker_id": self.worker_id},
-                )
-            else:
-                logger.warning(
-                    "stopped Ray Job %s of a recovered row (its attempt is over)",
-                    job_id,
-                    extra={"worker_id": self.worker_id},
-                )
 
     def _finish(self, code: int) -> int:
         sdnotify.stopping(f"stopping: {self.shutdown.signal_name or 'exit'}")

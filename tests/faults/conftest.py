@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pytest
 from django.db.models import Q
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
+from django_ray.testing.postgres import free_port
+from django_ray.testing.ray import FAST_NODE_DEATH_ENV, RayHead, RayNode
 from tests.models import TaskProbe
 
 TERMINAL = {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}
@@ -93,3 +99,30 @@ def timed_wait(predicate, timeout: float, explain=None, interval: float = 0.1) -
     started = time.monotonic()
     wait_until(predicate, timeout, interval, explain)
     return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def two_node_cluster_of(
+    dashboard: bool = True, node_resources: dict[str, float] | None = None
+) -> Iterator[tuple[RayHead, RayNode]]:
+    """A private head (1 CPU, fast node-death detection) and a second node (1 CPU) that alone
+    has the custom resource ``victim_node`` (plus ``node_resources``)."""
+    root = Path(tempfile.mkdtemp(prefix="django-ray-ray-"))
+    (root / "t").mkdir()
+    head = RayHead(
+        temp_dir=root / "t",
+        gcs_port=free_port(),
+        dashboard_port=free_port(),
+        num_cpus=1,
+        env=dict(FAST_NODE_DEATH_ENV),
+        dashboard=dashboard,
+    )
+    node = RayNode(head, num_cpus=1, resources={"victim_node": 1, **(node_resources or {})})
+    try:
+        head.start()
+        node.start()
+        yield head, node
+    finally:
+        node.kill()
+        head.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -8,44 +8,38 @@ path (LOST -> QUEUED) and the task must then succeed elsewhere.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
-from django_ray.testing.postgres import free_port
-from django_ray.testing.ray import FAST_NODE_DEATH_ENV, RayHead, RayNode, tasks_on_node
+from django_ray.testing.ray import RayHead, RayNode, tasks_on_node
 from tests import tasks
 from tests.conftest import wait_until
-from tests.faults.conftest import all_terminal, check_run, report, running_ids, state_counts
+from tests.faults.conftest import (
+    all_terminal,
+    check_run,
+    report,
+    running_ids,
+    state_counts,
+    two_node_cluster_of,
+)
+from tests.models import TaskProbe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def two_node_cluster():
-    """A private head (1 CPU, fast node-death detection) and a second node (1 CPU)."""
-    root = Path(tempfile.mkdtemp(prefix="django-ray-ray-"))
-    (root / "t").mkdir()
-    head = RayHead(
-        temp_dir=root / "t",
-        gcs_port=free_port(),
-        dashboard_port=free_port(),
-        num_cpus=1,
-        env=dict(FAST_NODE_DEATH_ENV),
-    )
-    node = RayNode(head, num_cpus=1, resources={"victim_node": 1})
-    try:
-        head.start()
-        node.start()
-        yield head, node
-    finally:
-        node.kill()
-        head.stop()
-        shutil.rmtree(root, ignore_errors=True)
+def two_node_cluster() -> Iterator[tuple[RayHead, RayNode]]:
+    with two_node_cluster_of(dashboard=True) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def two_node_cluster_without_dashboard() -> Iterator[tuple[RayHead, RayNode]]:
+    with two_node_cluster_of(dashboard=False) as cluster:
+        yield cluster
 
 
 @pytest.mark.timeout(300)
@@ -88,9 +82,61 @@ def test_task_on_a_crashed_node_goes_through_the_retry_path(start_worker, two_no
     assert row.state == TaskState.SUCCEEDED and row.attempt_number == 2
     log = worker.log()
     assert "is dead; looking for in-flight tasks" in log
+    # Found through the state API, not by the no-dashboard fallback (which loses every call).
+    assert "cannot ask Ray's state API" not in log, log[-3000:]
     assert worker.stop() == 0, log[-3000:]
     report(
         "Ray node crash (frozen, never answers) under a ray_core worker",
+        freeze_to_lost_s=detected,
+        freeze_to_all_done_s=finished,
+        **figures,
+    )
+
+
+@pytest.mark.timeout(300)
+def test_without_a_state_api_a_call_on_a_crashed_node_is_lost_after_the_recheck(
+    start_worker, two_node_cluster_without_dashboard
+):
+    """A Ray Core-only cluster (no dashboard): the runner cannot ask which calls ran on the dead
+    node, so every call submitted before the death and still unresolved after
+    DEAD_NODE_RECHECK_SECONDS goes through the retry path; the call on the live node, which
+    ends before that, is collected normally."""
+    head, node = two_node_cluster_without_dashboard
+    assert node.node_id()
+    markers = [f"nodash-{i}" for i in range(2)]
+    for marker in markers:
+        tasks.announce_and_sleep.enqueue(5.0, marker=marker)
+    worker = start_worker("--cluster", head.address, "--concurrency", "2")
+
+    # One CPU per node and two one-task calls: once both bodies run, one runs on the victim.
+    wait_until(
+        lambda: TaskProbe.objects.filter(name__endswith="-started").count() == 2,
+        90,
+        0.2,
+        explain=worker.log,
+    )
+    in_flight = running_ids()
+    node.freeze()
+    frozen = time.monotonic()
+    wait_until(
+        lambda: TaskAttempt.objects.filter(state=TaskState.LOST).exists(),
+        90,
+        0.1,
+        explain=lambda: worker.log()[-5000:],
+    )
+    detected = time.monotonic() - frozen
+    wait_until(all_terminal, 90, explain=lambda: worker.log()[-5000:] + str(state_counts()))
+    finished = time.monotonic() - frozen
+    figures = check_run(markers, in_flight)
+    # Exactly the victim's call was lost; the other one finished on the head meanwhile.
+    lost = TaskAttempt.objects.get(state=TaskState.LOST)
+    assert lost.error_class_path == "ray.exceptions.NodeDiedError", lost.error_message
+    assert TaskAttempt.objects.filter(state=TaskState.SUCCEEDED).count() == 2
+    log = worker.log()
+    assert "cannot ask Ray's state API which tasks ran on dead node" in log, log[-3000:]
+    assert worker.stop() == 0, log[-3000:]
+    report(
+        "Ray node crash under a ray_core worker, cluster without a dashboard",
         freeze_to_lost_s=detected,
         freeze_to_all_done_s=finished,
         **figures,

@@ -23,6 +23,7 @@ from django_ray.outcomes import ClaimedTask, OutcomeKind
 from django_ray.runners.base import Finished, Runner
 from django_ray.runners.ray_core import RayCoreRunner
 from django_ray.runners.ray_job import RayJobRunner
+from django_ray.testing.ray import RayHead, tasks_of_job
 from tests import tasks
 from tests.conftest import wait_until
 from tests.models import TaskProbe
@@ -71,7 +72,7 @@ def _claimed(execution_id: int, timeout_seconds: float | None) -> ClaimedTask:
 
 
 @pytest.fixture
-def runner(ray_head) -> Iterator[RayCoreRunner]:
+def runner(ray_head: RayHead) -> Iterator[RayCoreRunner]:
     runner = RayCoreRunner(concurrency=1, address=ray_head.address, local=False)
     runner.start()
     try:
@@ -89,25 +90,22 @@ def _wait_for_outcome(runner: Runner, within: float) -> Finished:
     raise AssertionError(f"the Ray call was still running {within}s after it was told to stop")
 
 
-def _wait_until_the_body_runs(runner: RayCoreRunner) -> None:
-    from ray.util.state import list_tasks
-
+def _wait_until_the_body_runs(runner: RayCoreRunner, head: RayHead) -> None:
     deadline = time.monotonic() + 120
+    job_id = runner._ray.get_runtime_context().get_job_id()
     while time.monotonic() < deadline:
-        job_id = runner._ray.get_runtime_context().get_job_id()
-        states = {t.state for t in list_tasks(filters=[("job_id", "=", job_id)], timeout=10)}
-        if "RUNNING" in states:
+        if any(t.get("state") == "RUNNING" for t in tasks_of_job(head, job_id)):
             return
         assert not runner.wait(0.5), "the sleeping call ended by itself"
     raise AssertionError("the Ray call never started running")
 
 
-def test_a_cancel_that_ray_lost_is_sent_again(runner: RayCoreRunner) -> None:
+def test_a_cancel_that_ray_lost_is_sent_again(runner: RayCoreRunner, ray_head: RayHead) -> None:
     lossy = FirstCancelLost(runner._ray)
     runner._ray = lossy
     task = _claimed(1, timeout_seconds=None)
     runner.submit([task])
-    _wait_until_the_body_runs(runner)
+    _wait_until_the_body_runs(runner, ray_head)
     runner.cancel([task.id])
     finished = _wait_for_outcome(runner, STOP_WITHIN_SECONDS)
     assert [(t.id, o.kind) for t, o in finished] == [(task.id, OutcomeKind.CANCELLED)]

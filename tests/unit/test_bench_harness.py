@@ -101,7 +101,6 @@ def test_markdown_has_ratio_against_each_peer() -> None:
 
 
 def test_chart_is_written(tmp_path) -> None:
-    pytest.importorskip("matplotlib")
     path = tmp_path / "c.png"
     report.chart(_doc(1000.0, 50.0), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

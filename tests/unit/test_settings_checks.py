@@ -218,3 +218,38 @@ def test_cpus_per_call_is_a_positive_fraction_or_none() -> None:
     error = _one(RAY_CPUS_PER_CALL=0)
     assert "RAY_CPUS_PER_CALL" in error.msg
     assert "RAY_CPUS_PER_CALL" in _one(RAY_CPUS_PER_CALL="half").msg
+
+
+def test_entrypoint_resources_accept_what_the_jobs_api_takes() -> None:
+    assert _errors(RAY_JOB_ENTRYPOINT_RESOURCES={}) == []
+    assert (
+        _errors(
+            RAY_JOB_ENTRYPOINT_RESOURCES={
+                "num_cpus": 0.5,
+                "num_gpus": 1,
+                "memory": 2 << 30,
+                "resources": {"django_tasks": 1},
+            }
+        )
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ({"cpus": 1}, "unknown key 'cpus'; the keys are num_cpus, num_gpus, memory, resources"),
+        ({"num_cpus": -1}, "'num_cpus' is -1; it must be a number >= 0"),
+        ({"num_cpus": "1"}, "'num_cpus' is '1'; it must be a number >= 0"),
+        ({"num_gpus": True}, "'num_gpus' is True; it must be a number >= 0"),
+        ({"memory": 1.5}, "'memory' is 1.5; it must be a whole number of bytes >= 0"),
+        ({"resources": ["django_tasks"]}, "'resources' must be a dict of custom resource name"),
+        ({"resources": {"django_tasks": -2}}, "'resources' entry 'django_tasks': -2 must be"),
+    ],
+)
+def test_bad_entrypoint_resources_name_the_problem(value: dict[str, Any], words: str) -> None:
+    error = _one(RAY_JOB_ENTRYPOINT_RESOURCES=value)
+    assert error.id == "django_ray.E006"
+    assert error.msg.startswith("DJANGO_RAY['RAY_JOB_ENTRYPOINT_RESOURCES']: ")
+    assert words in error.msg
+    assert "head node" in error.hint

@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.02)
     args = parser.parse_args(argv)
 
-    ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    # "local": always a private instance; with no address Ray would join the cluster named in
+    # /tmp/ray/ray_current_cluster, which another process on the host may have started.
+    ray.init(address="local", include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     # As many tasks in flight as the Django workers get slots (fractional CPUs per task).
     cpus = ray.cluster_resources().get("CPU", 1)
     remote = ray.remote(num_cpus=cpus / args.concurrency)(PLAIN[args.task])
