@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django_ray.testing.postgres import free_port
+from django_ray.testing.postgres import free_ports
 
 
 def auth_token() -> str | None:
@@ -35,6 +36,18 @@ def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def worker_port_base(taken: set[int], span: int = 200) -> int:
+    """First port of a ``span``-wide Ray worker port range clear of ``taken``.
+
+    Below the kernel's ephemeral range (32768 and up by default), so ports the kernel hands
+    out later (to other heads, nodes, servers of the tests) never fall inside it.
+    """
+    while True:
+        base = 10_000 + secrets.randbelow(20_000 - span)
+        if not any(base <= port <= base + span for port in taken):
+            return base
+
+
 class RayHeadUnavailable(RuntimeError):
     """The head did not come up; the message carries the end of its log."""
 
@@ -47,6 +60,8 @@ class RayHead:
     num_cpus: int
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    # Every port the head listens on (set by start()), so its nodes can keep clear of them.
+    ports: set[int] = field(default_factory=set)
     # False starts the head like a Ray Core-only cluster: no dashboard, so no Jobs API and no
     # state API (the Ray Core runner must then manage without them).
     dashboard: bool = True
@@ -65,22 +80,30 @@ class RayHead:
         return str(Path(sys.executable).with_name("ray"))
 
     def start(self, timeout: float = 90.0) -> None:
+        flags = (
+            "--ray-client-server-port",
+            "--node-manager-port",
+            "--object-manager-port",
+            "--metrics-export-port",
+            "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port",
+            "--runtime-env-agent-port",
+        )
+        if self.gcs_port == self.dashboard_port:
+            raise ValueError(f"gcs_port and dashboard_port are both {self.gcs_port}")
         ports = {
             "--port": self.gcs_port,
             "--dashboard-port": self.dashboard_port,
-            "--ray-client-server-port": free_port(),
-            "--node-manager-port": free_port(),
-            "--object-manager-port": free_port(),
-            "--metrics-export-port": free_port(),
-            "--dashboard-agent-listen-port": free_port(),
-            "--dashboard-agent-grpc-port": free_port(),
-            "--runtime-env-agent-port": free_port(),
+            **dict(
+                zip(
+                    flags,
+                    free_ports(len(flags), avoid=(self.gcs_port, self.dashboard_port)),
+                    strict=True,
+                )
+            ),
         }
-        # A narrow private worker-port range that overlaps none of the ports handed out above.
-        taken = set(ports.values())
-        worker_base = 20000 + (free_port() % 20000)
-        while any(worker_base <= port <= worker_base + 200 for port in taken):
-            worker_base = 20000 + (free_port() % 20000)
+        self.ports = set(ports.values())
+        worker_base = worker_port_base(self.ports)
         args = [
             self.ray_bin(),
             "start",
@@ -177,7 +200,16 @@ class RayNode:
     def start(self, timeout: float = 60.0) -> None:
         import json
 
-        worker_base = 20000 + (free_port() % 20000)
+        flags = (
+            "--node-manager-port",
+            "--object-manager-port",
+            "--metrics-export-port",
+            "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port",
+            "--runtime-env-agent-port",
+        )
+        ports = dict(zip(flags, free_ports(len(flags), avoid=self.head.ports), strict=True))
+        worker_base = worker_port_base(self.head.ports | set(ports.values()), span=100)
         args = [
             self.head.ray_bin(),
             "start",
@@ -189,17 +221,7 @@ class RayNode:
             "--disable-usage-stats",
             f"--min-worker-port={worker_base}",
             f"--max-worker-port={worker_base + 100}",
-            *[
-                f"{flag}={free_port()}"
-                for flag in (
-                    "--node-manager-port",
-                    "--object-manager-port",
-                    "--metrics-export-port",
-                    "--dashboard-agent-listen-port",
-                    "--dashboard-agent-grpc-port",
-                    "--runtime-env-agent-port",
-                )
-            ],
+            *[f"{flag}={port}" for flag, port in ports.items()],
         ]
         env = {**os.environ, **self.head.env}
         env.pop("RAY_ADDRESS", None)
@@ -356,8 +378,9 @@ def start_head(num_cpus: int = 2, base_dir: Path | None = None) -> RayHead:
     root = Path(tempfile.mkdtemp(prefix="django-ray-ray-", dir=base_dir or "/tmp"))
     temp_dir = root / "t"
     temp_dir.mkdir()
+    gcs_port, dashboard_port = free_ports(2)
     head = RayHead(
-        temp_dir=temp_dir, gcs_port=free_port(), dashboard_port=free_port(), num_cpus=num_cpus
+        temp_dir=temp_dir, gcs_port=gcs_port, dashboard_port=dashboard_port, num_cpus=num_cpus
     )
     head.start()
     return head

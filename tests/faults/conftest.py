@@ -15,7 +15,7 @@ import pytest
 from django.db.models import Q
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
-from django_ray.testing.postgres import free_port
+from django_ray.testing.postgres import free_ports
 from django_ray.testing.ray import FAST_NODE_DEATH_ENV, RayHead, RayNode
 from tests.models import TaskProbe
 
@@ -109,10 +109,11 @@ def two_node_cluster_of(
     has the custom resource ``victim_node`` (plus ``node_resources``)."""
     root = Path(tempfile.mkdtemp(prefix="django-ray-ray-"))
     (root / "t").mkdir()
+    gcs_port, dashboard_port = free_ports(2)
     head = RayHead(
         temp_dir=root / "t",
-        gcs_port=free_port(),
-        dashboard_port=free_port(),
+        gcs_port=gcs_port,
+        dashboard_port=dashboard_port,
         num_cpus=1,
         env=dict(FAST_NODE_DEATH_ENV),
         dashboard=dashboard,
