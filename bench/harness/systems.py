@@ -224,21 +224,12 @@ def start_ray_head(env: dict[str, str], group: CpuGroup) -> Any:
 
     Its environment carries the benchmark's settings so that Ray Jobs can bootstrap Django.
     """
-    import tempfile
+    from django_ray.testing.ray import new_head
 
-    from django_ray.testing.postgres import free_ports
-    from django_ray.testing.ray import RayHead
-
-    # Short: Ray's unix socket paths under it must stay within 107 bytes.
-    root = Path(tempfile.mkdtemp(prefix="drb-", dir="/tmp"))
-    (root / "t").mkdir()
-    gcs_port, dashboard_port = free_ports(2)
-    head = RayHead(
-        temp_dir=root / "t",
-        gcs_port=gcs_port,
-        dashboard_port=dashboard_port,
+    head = new_head(
         num_cpus=os.cpu_count() or 2,
         env={k: v for k, v in env.items() if k.startswith(("BENCH_", "DJANGO_", "PYTHON"))},
+        prefix="drb-",
     )
     try:
         with group.joined():

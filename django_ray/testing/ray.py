@@ -36,6 +36,18 @@ def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+# The ports every Ray node listens on besides its worker port range; given explicitly, since
+# Ray's defaults (6379, 8265, ...) may be held by other processes on the host.
+NODE_PORT_FLAGS = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--metrics-export-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+)
+
+
 def worker_port_base(taken: set[int], span: int = 200) -> int:
     """First port of a ``span``-wide Ray worker port range clear of ``taken``.
 
@@ -80,15 +92,7 @@ class RayHead:
         return str(Path(sys.executable).with_name("ray"))
 
     def start(self, timeout: float = 90.0) -> None:
-        flags = (
-            "--ray-client-server-port",
-            "--node-manager-port",
-            "--object-manager-port",
-            "--metrics-export-port",
-            "--dashboard-agent-listen-port",
-            "--dashboard-agent-grpc-port",
-            "--runtime-env-agent-port",
-        )
+        flags = ("--ray-client-server-port", *NODE_PORT_FLAGS)
         if self.gcs_port == self.dashboard_port:
             raise ValueError(f"gcs_port and dashboard_port are both {self.gcs_port}")
         ports = {
@@ -200,15 +204,13 @@ class RayNode:
     def start(self, timeout: float = 60.0) -> None:
         import json
 
-        flags = (
-            "--node-manager-port",
-            "--object-manager-port",
-            "--metrics-export-port",
-            "--dashboard-agent-listen-port",
-            "--dashboard-agent-grpc-port",
-            "--runtime-env-agent-port",
+        ports = dict(
+            zip(
+                NODE_PORT_FLAGS,
+                free_ports(len(NODE_PORT_FLAGS), avoid=self.head.ports),
+                strict=True,
+            )
         )
-        ports = dict(zip(flags, free_ports(len(flags), avoid=self.head.ports), strict=True))
         worker_base = worker_port_base(self.head.ports | set(ports.values()), span=100)
         args = [
             self.head.ray_bin(),
@@ -374,14 +376,32 @@ def tasks_on_node(head: RayHead, node_id: str) -> list[dict[str, object]]:
     )
 
 
-def start_head(num_cpus: int = 2, base_dir: Path | None = None) -> RayHead:
-    root = Path(tempfile.mkdtemp(prefix="django-ray-ray-", dir=base_dir or "/tmp"))
+def new_head(
+    num_cpus: int = 2,
+    env: dict[str, str] | None = None,
+    dashboard: bool = True,
+    base_dir: Path | None = None,
+    prefix: str = "django-ray-ray-",
+) -> RayHead:
+    """A head (not started yet) on free ports with its own temp dir; :func:`destroy_head`
+    removes both. Keep ``base_dir`` + ``prefix`` short: Ray's unix socket paths under it must
+    stay within 107 bytes."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=base_dir or "/tmp"))
     temp_dir = root / "t"
     temp_dir.mkdir()
     gcs_port, dashboard_port = free_ports(2)
-    head = RayHead(
-        temp_dir=temp_dir, gcs_port=gcs_port, dashboard_port=dashboard_port, num_cpus=num_cpus
+    return RayHead(
+        temp_dir=temp_dir,
+        gcs_port=gcs_port,
+        dashboard_port=dashboard_port,
+        num_cpus=num_cpus,
+        env=dict(env or {}),
+        dashboard=dashboard,
     )
+
+
+def start_head(num_cpus: int = 2, base_dir: Path | None = None) -> RayHead:
+    head = new_head(num_cpus, base_dir=base_dir)
     head.start()
     return head
 

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db.models import Q
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
-from django_ray.testing.postgres import free_ports
-from django_ray.testing.ray import FAST_NODE_DEATH_ENV, RayHead, RayNode
+from django_ray.testing.ray import FAST_NODE_DEATH_ENV, RayHead, RayNode, destroy_head, new_head
 from tests.models import TaskProbe
 
 TERMINAL = {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}
@@ -107,17 +104,7 @@ def two_node_cluster_of(
 ) -> Iterator[tuple[RayHead, RayNode]]:
     """A private head (1 CPU, fast node-death detection) and a second node (1 CPU) that alone
     has the custom resource ``victim_node`` (plus ``node_resources``)."""
-    root = Path(tempfile.mkdtemp(prefix="django-ray-ray-"))
-    (root / "t").mkdir()
-    gcs_port, dashboard_port = free_ports(2)
-    head = RayHead(
-        temp_dir=root / "t",
-        gcs_port=gcs_port,
-        dashboard_port=dashboard_port,
-        num_cpus=1,
-        env=dict(FAST_NODE_DEATH_ENV),
-        dashboard=dashboard,
-    )
+    head = new_head(num_cpus=1, env=FAST_NODE_DEATH_ENV, dashboard=dashboard)
     node = RayNode(head, num_cpus=1, resources={"victim_node": 1, **(node_resources or {})})
     try:
         head.start()
@@ -125,5 +112,29 @@ def two_node_cluster_of(
         yield head, node
     finally:
         node.kill()
-        head.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        destroy_head(head)
+
+
+def freeze_node_and_recover(
+    node: RayNode, worker: Any, markers: list[str], within: float = 90.0
+) -> tuple[dict[str, int], float, float]:
+    """Freeze ``node`` (a crashed host) while ``markers``' tasks run; wait for an attempt to be
+    LOST and for every task to end, then check the fault invariants.
+
+    Returns the :func:`check_run` figures and the seconds from the freeze to the LOST attempt
+    and to the last task's end.
+    """
+    from tests.conftest import wait_until
+
+    in_flight = running_ids()
+    node.freeze()
+    frozen = time.monotonic()
+    wait_until(
+        lambda: TaskAttempt.objects.filter(state=TaskState.LOST).exists(),
+        within,
+        0.1,
+        explain=lambda: worker.log()[-5000:],
+    )
+    detected = time.monotonic() - frozen
+    wait_until(all_terminal, within * 2, explain=lambda: worker.log()[-5000:] + str(state_counts()))
+    return check_run(markers, in_flight), detected, time.monotonic() - frozen

@@ -8,7 +8,6 @@ path (LOST -> QUEUED) and the task must then succeed elsewhere.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,8 +17,7 @@ from django_ray.testing.ray import RayHead, RayNode, tasks_on_node
 from tests import tasks
 from tests.conftest import wait_until
 from tests.faults.conftest import (
-    all_terminal,
-    check_run,
+    freeze_node_and_recover,
     report,
     running_ids,
     state_counts,
@@ -60,19 +58,8 @@ def test_task_on_a_crashed_node_goes_through_the_retry_path(start_worker, two_no
 
     # One CPU per node and two one-task calls: one of them runs on the victim node.
     wait_until(running_on_victim, 90, 0.2, explain=worker.log)
-    in_flight = running_ids()
-    assert len(in_flight) == 2, state_counts()
-    node.freeze()
-    frozen = time.monotonic()
-
-    def lost_attempt() -> bool:
-        return TaskAttempt.objects.filter(state=TaskState.LOST).exists()
-
-    wait_until(lost_attempt, 90, 0.1, explain=lambda: worker.log()[-5000:])
-    detected = time.monotonic() - frozen
-    wait_until(all_terminal, 90, explain=lambda: worker.log()[-5000:] + str(state_counts()))
-    finished = time.monotonic() - frozen
-    figures = check_run(markers, in_flight)
+    assert len(running_ids()) == 2, state_counts()
+    figures, detected, finished = freeze_node_and_recover(node, worker, markers)
     lost = TaskAttempt.objects.get(state=TaskState.LOST)
     assert lost.error_class_path == "ray.exceptions.NodeDiedError", lost.error_message
     # Reported by the node check (Ray itself never returns the call), naming the dead node.
@@ -115,19 +102,7 @@ def test_without_a_state_api_a_call_on_a_crashed_node_is_lost_after_the_recheck(
         0.2,
         explain=worker.log,
     )
-    in_flight = running_ids()
-    node.freeze()
-    frozen = time.monotonic()
-    wait_until(
-        lambda: TaskAttempt.objects.filter(state=TaskState.LOST).exists(),
-        90,
-        0.1,
-        explain=lambda: worker.log()[-5000:],
-    )
-    detected = time.monotonic() - frozen
-    wait_until(all_terminal, 90, explain=lambda: worker.log()[-5000:] + str(state_counts()))
-    finished = time.monotonic() - frozen
-    figures = check_run(markers, in_flight)
+    figures, detected, finished = freeze_node_and_recover(node, worker, markers)
     # Exactly the victim's call was lost; the other one finished on the head meanwhile.
     lost = TaskAttempt.objects.get(state=TaskState.LOST)
     assert lost.error_class_path == "ray.exceptions.NodeDiedError", lost.error_message

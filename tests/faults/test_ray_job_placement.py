@@ -8,8 +8,6 @@ recorded its outcome, and the worker sends the attempt through the retry path.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
@@ -19,10 +17,9 @@ from tests import tasks
 from tests.conftest import wait_until
 from tests.faults.conftest import (
     all_terminal,
-    check_run,
+    freeze_node_and_recover,
     job_mode_env,
     report,
-    running_ids,
     state_counts,
     two_node_cluster_of,
 )
@@ -95,19 +92,7 @@ def test_a_ray_job_on_a_crashed_node_goes_through_the_retry_path(start_worker) -
             explain=worker.log,
         )
         assert victim in set(_driver_nodes(head).values())
-        in_flight = running_ids()
-        node.freeze()
-        frozen = time.monotonic()
-        wait_until(
-            lambda: TaskAttempt.objects.filter(state=TaskState.LOST).exists(),
-            120,
-            0.2,
-            explain=lambda: worker.log()[-5000:],
-        )
-        detected = time.monotonic() - frozen
-        wait_until(all_terminal, 180, explain=lambda: worker.log()[-5000:] + str(state_counts()))
-        finished = time.monotonic() - frozen
-        figures = check_run(markers, in_flight)
+        figures, detected, finished = freeze_node_and_recover(node, worker, markers, within=120)
         lost = TaskAttempt.objects.get(state=TaskState.LOST)
         assert lost.error_class_path == "django_ray.RayJobLost", lost.error_message
         row = RayTaskExecution.objects.get(pk=lost.execution_id)
