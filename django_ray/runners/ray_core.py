@@ -12,8 +12,8 @@ Dead nodes. When a node stops answering without closing its connections (a host 
 or lost power, a network partition), Ray's GCS marks it dead after its health checks fail, but
 the owner of a task running there (this worker) is never told: the task's result RPC waits on
 a TCP connection that no packet ends, and ``ray.wait`` never returns it. So while calls are in
-flight the runner watches the cluster's node table (one GCS call per
-``WORKER_HEARTBEAT_SECONDS``). When a node it has not seen dead before is dead, it asks Ray's
+flight the runner watches the cluster's node table (one state API call to the dashboard per
+``WORKER_HEARTBEAT_SECONDS``; ``ray.nodes()`` only on a cluster without a dashboard). When a node it has not seen dead before is dead, it asks Ray's
 state API which of its in-flight calls were placed on that node (and keeps asking for
 :data:`DEAD_NODE_RECHECK_SECONDS`, since task events reach the state API with a delay); those
 calls are cancelled and their tasks reported LOST (retry path). If the state API cannot be
@@ -87,7 +87,8 @@ class RayCoreRunner(Runner):
         self._ray: Any = None
         self._connected = False
         self._carry: Finished = []  # outcomes collected just before Ray went away
-        self._dead_nodes: set[str] = set()  # node ids seen dead (checked once each)
+        # Node ids seen dead (checked once each); None until the node table was first read.
+        self._dead_nodes: set[str] | None = None
         # Node id -> (monotonic time the death was seen, recheck until) for recent deaths.
         self._recent_deaths: dict[str, tuple[float, float]] = {}
         self._last_node_check = 0.0
@@ -146,8 +147,9 @@ class RayCoreRunner(Runner):
         self._dashboard_url = (
             f"http://{dashboard}" if dashboard and "://" not in dashboard else dashboard
         )
-        self._dead_nodes = self._dead_node_ids()
+        self._dead_nodes = None
         self._recent_deaths = {}
+        self._read_dead_nodes()  # the baseline: nodes dead before we joined are not news
 
     def _prestart(self, ray: Any, cpus_per_call: float, rounds: int = 3) -> None:
         """Start one Ray worker process per slot, Django loaded, before the first claim.
@@ -271,7 +273,28 @@ class RayCoreRunner(Runner):
     # -- dead nodes -------------------------------------------------------------------------
 
     def _dead_node_ids(self) -> set[str]:
-        return {n["NodeID"] for n in self._ray.nodes() if not n.get("Alive")}
+        """Ids of the nodes the cluster lists dead.
+
+        From the dashboard's state API when the cluster has one. ``ray.nodes()`` (the GCS, through
+        Ray's global state accessor) is only the fallback: when the head restarts, the accessor
+        meets the new GCS's cluster id and aborts the whole process (a Ray CHECK failure, seen in
+        a stress run), whereas an HTTP call just fails and is tried again next heartbeat.
+        """
+        if not self._dashboard_url:
+            return {n["NodeID"] for n in self._ray.nodes() if not n.get("Alive")}
+        listed = self._state_api("nodes", [("limit", 10_000), ("timeout", 5)])
+        return {str(n["node_id"]) for n in listed if n.get("state") != "ALIVE"}
+
+    def _read_dead_nodes(self) -> set[str] | None:
+        """The dead node ids, or None when the node table cannot be read right now."""
+        try:
+            dead = self._dead_node_ids()
+        except (OSError, ValueError, KeyError) as exc:  # the dashboard restarting with the head
+            logger.debug("cannot read Ray's node table now: %s", exc)
+            return None
+        if self._dead_nodes is None:
+            self._dead_nodes = dead
+        return dead
 
     def _check_nodes(self) -> None:
         """Report LOST the calls placed on nodes that died without telling us (module doc)."""
@@ -279,7 +302,9 @@ class RayCoreRunner(Runner):
         if now - self._last_node_check < float(ray_settings().WORKER_HEARTBEAT_SECONDS):
             return
         self._last_node_check = now
-        dead = self._dead_node_ids()  # a RaySystemError here means Ray itself is gone
+        dead = self._read_dead_nodes()  # a RaySystemError here means Ray itself is gone
+        if dead is None or self._dead_nodes is None:
+            return
         for node_id in dead - self._dead_nodes:
             logger.warning(
                 "Ray node %s is dead; looking for in-flight tasks placed on it", node_id[:12]
@@ -315,22 +340,10 @@ class RayCoreRunner(Runner):
                         self._lose_on_dead_node(chunk, node_id)
 
     def _task_ids_on_node(self, node_id: str) -> set[str]:
-        """Ids of this driver's Ray tasks the state API places on ``node_id``.
-
-        Asked over HTTP from the dashboard of the cluster this worker joined: Ray's
-        ``list_tasks()`` finds its cluster from ``RAY_ADDRESS`` or by looking for local Ray
-        instances, and so fails or asks another cluster on a host that runs several.
-        """
-        import json
-        import urllib.parse
-        import urllib.request
-
-        from django_ray.runners.ray_job import auth_headers
-
-        if not self._dashboard_url:
-            raise RuntimeError("the cluster has no dashboard, so no state API")
+        """Ids of this driver's Ray tasks the state API places on ``node_id``."""
         job_id = self._ray.get_runtime_context().get_job_id()
-        query = urllib.parse.urlencode(
+        listed = self._state_api(
+            "tasks",
             [
                 ("limit", 10_000),
                 ("timeout", 5),
@@ -340,14 +353,29 @@ class RayCoreRunner(Runner):
                 ("filter_keys", "job_id"),
                 ("filter_predicates", "="),
                 ("filter_values", job_id),
-            ]
+            ],
         )
-        request = urllib.request.Request(
-            f"{self._dashboard_url}/api/v0/tasks?{query}", headers=auth_headers()
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            listed = json.loads(response.read())["data"]["result"]["result"]
         return {str(t["task_id"]) for t in listed}
+
+    def _state_api(self, resource: str, query: list[tuple[str, object]]) -> list[dict[str, Any]]:
+        """One listing of Ray's state API, from the dashboard of the cluster this worker joined.
+
+        Not Ray's ``list_tasks()``/``list_nodes()``: those find their cluster from
+        ``RAY_ADDRESS`` or by looking for local Ray instances, and so fail or ask another
+        cluster on a host that runs several.
+        """
+        import json
+        import urllib.parse
+        import urllib.request
+
+        from django_ray.runners.ray_job import auth_headers
+
+        if not self._dashboard_url:
+            raise RuntimeError("the cluster has no dashboard, so no state API")
+        url = f"{self._dashboard_url}/api/v0/{resource}?{urllib.parse.urlencode(query)}"
+        request = urllib.request.Request(url, headers=auth_headers())
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return list(json.loads(response.read())["data"]["result"]["result"])
 
     def _lose_on_dead_node(self, chunk: _Chunk, node_id: str) -> None:
         self._chunks.pop(chunk.ref, None)

@@ -1,0 +1,58 @@
+"""The Ray Core runner's node check must never take the worker down.
+
+Ray's global state accessor (``ray.nodes()``) aborts the whole process with a CHECK failure when
+it meets a restarted GCS (a stress run lost a worker that way during a head restart). With a
+dashboard, the node table is read over HTTP instead, and a failed read only skips one check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from django_ray.runners.ray_core import RayCoreRunner
+from django_ray.testing.postgres import free_port
+from django_ray.testing.ray import RayHead
+
+
+class NoGlobalStateAccessor:
+    """Ray, except that ``ray.nodes()`` fails the test."""
+
+    def __init__(self, ray: Any) -> None:
+        self._ray = ray
+
+    def nodes(self) -> list[dict[str, Any]]:
+        raise AssertionError("ray.nodes() called although the cluster has a dashboard")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ray, name)
+
+
+@pytest.fixture
+def runner(ray_head: RayHead) -> Iterator[RayCoreRunner]:
+    runner = RayCoreRunner(concurrency=1, address=ray_head.address, local=False)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
+def test_the_node_table_comes_from_the_state_api(runner: RayCoreRunner) -> None:
+    assert runner._dashboard_url
+    assert runner._dead_nodes == set()  # the baseline, read at start
+    runner._ray = NoGlobalStateAccessor(runner._ray)
+    assert runner._read_dead_nodes() == set()
+    runner._last_node_check = 0.0
+    runner._check_nodes()
+
+
+def test_an_unreachable_dashboard_skips_a_check_instead_of_failing(runner: RayCoreRunner) -> None:
+    runner._ray = NoGlobalStateAccessor(runner._ray)
+    runner._dashboard_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    assert runner._read_dead_nodes() is None
+    runner._last_node_check = 0.0
+    runner._check_nodes()  # no exception: the worker would take it for Ray being gone
+    assert runner._dead_nodes == set()
