@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -116,6 +117,20 @@ def ray_head() -> Iterator[object]:
 
     with running_ray_head(num_cpus=2) as head:
         yield head
+
+
+@pytest.fixture
+def ray_core_runner(ray_head: Any) -> Iterator[Any]:
+    """A Ray Core runner in this process, joined to the session's head (one call at a time);
+    for tests that reach into the runner, e.g. to drop a message as a race would."""
+    from django_ray.runners.ray_core import RayCoreRunner
+
+    runner = RayCoreRunner(concurrency=1, address=ray_head.address, local=False)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
 
 
 def wait_until(

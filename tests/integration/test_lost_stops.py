@@ -11,7 +11,6 @@ body, the kill, the database rows) is real.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,16 +70,6 @@ def _claimed(execution_id: int, timeout_seconds: float | None) -> ClaimedTask:
     )
 
 
-@pytest.fixture
-def runner(ray_head: RayHead) -> Iterator[RayCoreRunner]:
-    runner = RayCoreRunner(concurrency=1, address=ray_head.address, local=False)
-    runner.start()
-    try:
-        yield runner
-    finally:
-        runner.stop()
-
-
 def _wait_for_outcome(runner: Runner, within: float) -> Finished:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -100,11 +89,21 @@ def _wait_until_the_body_runs(runner: RayCoreRunner, head: RayHead) -> None:
     raise AssertionError("the Ray call never started running")
 
 
-def test_a_cancel_that_ray_lost_is_sent_again(runner: RayCoreRunner, ray_head: RayHead) -> None:
+def _submit_losing_the_first_cancel(
+    runner: RayCoreRunner, execution_id: int, timeout_seconds: float | None
+) -> tuple[FirstCancelLost, ClaimedTask]:
     lossy = FirstCancelLost(runner._ray)
     runner._ray = lossy
-    task = _claimed(1, timeout_seconds=None)
+    task = _claimed(execution_id, timeout_seconds)
     runner.submit([task])
+    return lossy, task
+
+
+def test_a_cancel_that_ray_lost_is_sent_again(
+    ray_core_runner: RayCoreRunner, ray_head: RayHead
+) -> None:
+    runner = ray_core_runner
+    lossy, task = _submit_losing_the_first_cancel(runner, 1, timeout_seconds=None)
     _wait_until_the_body_runs(runner, ray_head)
     runner.cancel([task.id])
     finished = _wait_for_outcome(runner, STOP_WITHIN_SECONDS)
@@ -114,11 +113,9 @@ def test_a_cancel_that_ray_lost_is_sent_again(runner: RayCoreRunner, ray_head: R
     assert runner.in_flight_ids() == []
 
 
-def test_a_timeout_stop_that_ray_lost_is_sent_again(runner: RayCoreRunner) -> None:
-    lossy = FirstCancelLost(runner._ray)
-    runner._ray = lossy
-    task = _claimed(2, timeout_seconds=2)
-    runner.submit([task])
+def test_a_timeout_stop_that_ray_lost_is_sent_again(ray_core_runner: RayCoreRunner) -> None:
+    runner = ray_core_runner
+    lossy, task = _submit_losing_the_first_cancel(runner, 2, timeout_seconds=2)
     finished = _wait_for_outcome(runner, STOP_WITHIN_SECONDS)
     [(returned, outcome)] = finished
     assert returned.id == task.id
@@ -127,11 +124,11 @@ def test_a_timeout_stop_that_ray_lost_is_sent_again(runner: RayCoreRunner) -> No
     assert lossy.cancels >= 2
 
 
-def test_a_cancel_is_not_repeated_before_the_resend_interval(runner: RayCoreRunner) -> None:
-    lossy = FirstCancelLost(runner._ray)
-    runner._ray = lossy
-    task = _claimed(3, timeout_seconds=None)
-    runner.submit([task])
+def test_a_cancel_is_not_repeated_before_the_resend_interval(
+    ray_core_runner: RayCoreRunner,
+) -> None:
+    runner = ray_core_runner
+    lossy, task = _submit_losing_the_first_cancel(runner, 3, timeout_seconds=None)
     # The worker's cancel check hands the same ids over again and again.
     for _ in range(5):
         runner.cancel([task.id])

@@ -7,14 +7,10 @@ dashboard, the node table is read over HTTP instead, and a failed read only skip
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from django_ray.runners.ray_core import RayCoreRunner
 from django_ray.testing.postgres import free_port
-from django_ray.testing.ray import RayHead
 
 
 class NoGlobalStateAccessor:
@@ -30,17 +26,8 @@ class NoGlobalStateAccessor:
         return getattr(self._ray, name)
 
 
-@pytest.fixture
-def runner(ray_head: RayHead) -> Iterator[RayCoreRunner]:
-    runner = RayCoreRunner(concurrency=1, address=ray_head.address, local=False)
-    runner.start()
-    try:
-        yield runner
-    finally:
-        runner.stop()
-
-
-def test_the_node_table_comes_from_the_state_api(runner: RayCoreRunner) -> None:
+def test_the_node_table_comes_from_the_state_api(ray_core_runner: RayCoreRunner) -> None:
+    runner = ray_core_runner
     assert runner._dashboard_url
     assert runner._dead_nodes == set()  # the baseline, read at start
     runner._ray = NoGlobalStateAccessor(runner._ray)
@@ -49,7 +36,10 @@ def test_the_node_table_comes_from_the_state_api(runner: RayCoreRunner) -> None:
     runner._check_nodes()
 
 
-def test_an_unreachable_dashboard_skips_a_check_instead_of_failing(runner: RayCoreRunner) -> None:
+def test_an_unreachable_dashboard_skips_a_check_instead_of_failing(
+    ray_core_runner: RayCoreRunner,
+) -> None:
+    runner = ray_core_runner
     runner._ray = NoGlobalStateAccessor(runner._ray)
     runner._dashboard_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     assert runner._read_dead_nodes() is None
