@@ -49,7 +49,7 @@ def probe_ray(address: str | None, timeout: float = 2.0) -> dict[str, Any]:
             "detail": "RAY_ADDRESS=auto names no host to probe; check `ray status` on the node",
         }
     if address.startswith(("http://", "https://")):
-        from django_ray.runners.ray_job import auth_headers
+        from django_ray.ray_auth import auth_headers
 
         url = address.rstrip("/") + "/api/version"
         request = urllib.request.Request(url, headers=auth_headers())

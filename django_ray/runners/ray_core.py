@@ -47,6 +47,9 @@ DEAD_NODE_RECHECK_SECONDS = 10.0
 # waiting for a lease and is being pushed just then), and the call then runs to the end. So a
 # call that was told to stop and has not is told again this often until its result arrives.
 CANCEL_RESEND_SECONDS = 1.0
+# One state API listing (node table, tasks on a dead node); the server is asked to answer in
+# a second less.
+STATE_API_TIMEOUT_SECONDS = 4
 
 
 class _RayGone(Exception):
@@ -282,7 +285,9 @@ class RayCoreRunner(Runner):
         """
         if not self._dashboard_url:
             return {n["NodeID"] for n in self._ray.nodes() if not n.get("Alive")}
-        listed = self._state_api("nodes", [("limit", 10_000), ("timeout", 5)])
+        listed = self._state_api(
+            "nodes", [("limit", 10_000), ("timeout", STATE_API_TIMEOUT_SECONDS - 1)]
+        )
         return {str(n["node_id"]) for n in listed if n.get("state") != "ALIVE"}
 
     def _read_dead_nodes(self) -> set[str] | None:
@@ -346,7 +351,7 @@ class RayCoreRunner(Runner):
             "tasks",
             [
                 ("limit", 10_000),
-                ("timeout", 5),
+                ("timeout", STATE_API_TIMEOUT_SECONDS - 1),
                 ("filter_keys", "node_id"),
                 ("filter_predicates", "="),
                 ("filter_values", node_id),
@@ -368,13 +373,14 @@ class RayCoreRunner(Runner):
         import urllib.parse
         import urllib.request
 
-        from django_ray.runners.ray_job import auth_headers
+        from django_ray.ray_auth import auth_headers
 
         if not self._dashboard_url:
             raise RuntimeError("the cluster has no dashboard, so no state API")
         url = f"{self._dashboard_url}/api/v0/{resource}?{urllib.parse.urlencode(query)}"
         request = urllib.request.Request(url, headers=auth_headers())
-        with urllib.request.urlopen(request, timeout=10) as response:
+        # Short: the node check runs inside the worker loop, which waits for it.
+        with urllib.request.urlopen(request, timeout=STATE_API_TIMEOUT_SECONDS) as response:
             return list(json.loads(response.read())["data"]["result"]["result"])
 
     def _lose_on_dead_node(self, chunk: _Chunk, node_id: str) -> None:
@@ -556,8 +562,7 @@ class RayCoreRunner(Runner):
 def use_token_auth_if_available() -> None:
     """Send Ray's auth token when one exists: heads start with token auth on by default, but a
     client only presents its token when ``RAY_AUTH_MODE=token`` is set in its environment."""
-    if os.environ.get("RAY_AUTH_MODE"):
-        return
-    token_path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
-    if os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(token_path):
+    from django_ray.ray_auth import auth_token
+
+    if not os.environ.get("RAY_AUTH_MODE") and auth_token():
         os.environ["RAY_AUTH_MODE"] = "token"

@@ -43,6 +43,7 @@ from django_ray import jobs, transitions
 from django_ray.conf import ray_settings
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
 from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
+from django_ray.ray_auth import auth_headers
 from django_ray.runners.base import Finished, ProcessContext, Runner, RunnerUnavailable
 from django_ray.timeouts import timed_out
 
@@ -71,17 +72,6 @@ class JobsApiError(RuntimeError):
 
 class JobsApiUnreachable(RuntimeError):
     """The Jobs API did not answer (head down, network)."""
-
-
-def auth_headers() -> dict[str, str]:
-    """The bearer token header for Ray's HTTP APIs (Jobs, state), when a token exists."""
-    token = os.environ.get("RAY_AUTH_TOKEN")
-    if not token:
-        path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
-        if os.path.exists(path):
-            with open(path) as fh:
-                token = fh.read()
-    return {"Authorization": f"Bearer {token.strip()}"} if token and token.strip() else {}
 
 
 class JobsClient:

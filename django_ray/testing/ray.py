@@ -19,22 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django_ray.ray_auth import auth_headers, auth_token
 from django_ray.testing.postgres import free_ports
-
-
-def auth_token() -> str | None:
-    """Ray's token (token auth is on by default since Ray 2.5x): env, token file, or None."""
-    token = os.environ.get("RAY_AUTH_TOKEN")
-    if token:
-        return token.strip()
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-    return path.read_text().strip() if path.exists() else None
-
-
-def auth_headers() -> dict[str, str]:
-    token = auth_token()
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
 
 # The ports every Ray node listens on besides its worker port range; given explicitly, since
 # Ray's defaults (6379, 8265, ...) may be held by other processes on the host.

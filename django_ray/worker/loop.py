@@ -416,6 +416,9 @@ class Worker:
 
     def _process_cancellations(self) -> None:
         wanted = transitions.cancelling_rows(self.worker_id, self.using)
+        if not wanted:
+            self._cancels_announced.clear()
+            return
         in_flight = set(self.runner.in_flight_ids())
         running = [i for i in wanted if i in in_flight]
         self._cancels_announced &= set(running)
@@ -430,7 +433,8 @@ class Worker:
                 extra={"worker_id": self.worker_id},
             )
             self._cancels_announced.update(new)
-        # Every check, not only the first: the runner re-sends a stop that did not take effect.
+        # Every check, not only for new rows: a runner that was not told yet (the call was just
+        # submitted) is told now. Re-sending a stop that did not take effect is the runner's job.
         self.runner.cancel(running)
 
     def _recover(self) -> None:
