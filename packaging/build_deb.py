@@ -1,6 +1,6 @@
 """Build ``dist/django-ray_<version>-1_amd64.deb`` inside a cached Debian 13 build root.
 
-The build root is the shared trixie base (tests/lab) plus a cached layer with lintian. The
+The build root is the shared trixie base (testhosts) plus a cached layer with lintian. The
 virtualenv is created by the root's own ``/usr/bin/python3.13`` from ``requirements.lock``
 (hash-checked) and a local wheelhouse, with no network inside the build. Run through
 ``packaging/build.sh``, which builds the django-ray wheel first.
@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "packaging"))
 
 import pyplatform  # noqa: E402
 
-from tests.lab import nspawn  # noqa: E402
+from testhosts import nspawn  # noqa: E402
 
 BUILD_LAYER_SCRIPT = """
 apt-get update -qq

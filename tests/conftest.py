@@ -113,7 +113,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
 @pytest.fixture(scope="session")
 def ray_head() -> Iterator[object]:
     """One private Ray head (free ports) shared by the session's --cluster tests."""
-    from django_ray.testing.ray import running_ray_head
+    from tests.support.ray import running_ray_head
 
     with running_ray_head(num_cpus=2) as head:
         yield head

@@ -15,7 +15,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 if not os.environ.get("DJANGO_RAY_TEST_PG"):
-    from django_ray.testing.postgres import create_server, destroy_server
+    from tests.support.postgres import create_server, destroy_server
 
     _server = create_server()
     os.environ["DJANGO_RAY_TEST_PG"] = f"{_server.host}:{_server.port}"

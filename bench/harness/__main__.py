@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from django_ray.testing.postgres import find_pg_bin, running_postgres
+from tests.support.postgres import find_pg_bin, running_postgres
 
 from . import report, runner
 from .db import Databases

@@ -65,7 +65,7 @@ class WorkerRun:
     group: CpuGroup
     extra_roots: list[int] = field(default_factory=list)
     pausable: list[int] = field(default_factory=list)
-    head: Any = None  # django_ray.testing.ray.RayHead started for this run, if any
+    head: Any = None  # tests.support.ray.RayHead started for this run, if any
 
     @property
     def roots(self) -> list[int]:
@@ -88,7 +88,7 @@ class WorkerRun:
         for pid in self.extra_roots:
             stop_tree(pid)
         if self.head is not None:
-            from django_ray.testing.ray import destroy_head
+            from tests.support.ray import destroy_head
 
             destroy_head(self.head)
         self.group.close()
@@ -224,7 +224,7 @@ def start_ray_head(env: dict[str, str], group: CpuGroup) -> Any:
 
     Its environment carries the benchmark's settings so that Ray Jobs can bootstrap Django.
     """
-    from django_ray.testing.ray import new_head
+    from tests.support.ray import new_head
 
     head = new_head(
         num_cpus=os.cpu_count() or 2,
@@ -235,7 +235,7 @@ def start_ray_head(env: dict[str, str], group: CpuGroup) -> Any:
         with group.joined():
             head.start()
     except BaseException:
-        from django_ray.testing.ray import destroy_head
+        from tests.support.ray import destroy_head
 
         destroy_head(head)
         group.close()

@@ -1,6 +1,6 @@
 """Molecule's test hosts: four systemd-booted Debian 13 containers on a private bridge.
 
-Built on the project's nspawn lab (``tests/lab/nspawn.py``); this adds what Ansible needs:
+Built on the project's nspawn lab (``testhosts/nspawn.py``); this adds what Ansible needs:
 
 * an ssh key baked into a small overlay layer (root logs in with it), apt pointed at a proxy;
 * ``apt-cacher-ng`` serving Debian packages **on the lab bridge only** (cache shared across runs
@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.lab import nspawn  # noqa: E402
+from testhosts import nspawn  # noqa: E402
 
 ACNG_PORT = 3142
 

@@ -13,7 +13,7 @@ import pytest
 from django.db.models import Q
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
-from django_ray.testing.ray import FAST_NODE_DEATH_ENV, RayHead, RayNode, destroy_head, new_head
+from tests.support.ray import FAST_NODE_DEATH_ENV, RayHead, RayNode, destroy_head, new_head
 from tests.models import TaskProbe
 
 TERMINAL = {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
-from django_ray.testing.ray import RayHead, RayNode, tasks_on_node
+from tests.support.ray import RayHead, RayNode, tasks_on_node
 from tests import tasks
 from tests.conftest import wait_until
 from tests.faults.conftest import (

@@ -12,7 +12,7 @@ import pytest
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
 from django_ray.runners.ray_job import JobsClient
-from django_ray.testing.ray import RayHead, nodes
+from tests.support.ray import RayHead, nodes
 from tests import tasks
 from tests.conftest import wait_until
 from tests.faults.conftest import (

@@ -22,7 +22,7 @@ from django_ray.outcomes import ClaimedTask, OutcomeKind
 from django_ray.runners.base import Finished, Runner
 from django_ray.runners.ray_core import RayCoreRunner
 from django_ray.runners.ray_job import RayJobRunner
-from django_ray.testing.ray import RayHead, tasks_of_job
+from tests.support.ray import RayHead, tasks_of_job
 from tests import tasks
 from tests.conftest import wait_until
 from tests.models import TaskProbe

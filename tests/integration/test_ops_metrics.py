@@ -17,7 +17,7 @@ from django_ray import transitions
 from django_ray.metrics.db import DatabaseCollector
 from django_ray.metrics.views import metrics_view
 from django_ray.models import RayTaskExecution
-from django_ray.testing.promtool import find_promtool
+from tests.support.promtool import find_promtool
 from tests import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from django_ray.models import RayTaskExecution, TaskState
 from django_ray.status import probe_ray
-from django_ray.testing.postgres import free_port
+from tests.support.postgres import free_port
 from tests import tasks
 from tests.conftest import wait_until
 

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from django_ray import results
 from django_ray.models import RayTaskExecution, TaskState
 from django_ray.results import ResultReferenceError, load_result
-from django_ray.testing.postgres import free_port
-from django_ray.testing.promtool import find_promtool
+from tests.support.postgres import free_port
+from tests.support.promtool import find_promtool
 from tests import tasks
 from tests.conftest import wait_until
 
@@ -84,7 +84,7 @@ BIG_VALUE = "x" * 5000
 @pytest.fixture
 def s3_endpoint() -> Iterator[str]:
     pytest.importorskip("boto3")
-    from django_ray.testing.objectstores import running_s3
+    from tests.support.objectstores import running_s3
 
     with running_s3() as server:
         import boto3
@@ -102,7 +102,7 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture
 def gcs_endpoint() -> Iterator[str]:
     pytest.importorskip("google.cloud.storage")
-    from django_ray.testing.objectstores import running_gcs
+    from tests.support.objectstores import running_gcs
 
     with running_gcs() as server:
         from google.auth.credentials import AnonymousCredentials

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django_ray.runners.ray_core import RayCoreRunner
-from django_ray.testing.postgres import free_port
+from tests.support.postgres import free_port
 
 
 class NoGlobalStateAccessor:

@@ -136,7 +136,7 @@ def test_filesystem_without_path_or_writable_dir_says_what_to_fix(
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     pytest.importorskip("boto3")
-    from django_ray.testing.objectstores import running_s3
+    from tests.support.objectstores import running_s3
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -216,7 +216,7 @@ def test_s3_bad_options(settings: Any) -> None:
 @pytest.fixture(scope="module")
 def gcs_endpoint() -> Iterator[str]:
     pytest.importorskip("google.cloud.storage")
-    from django_ray.testing.objectstores import running_gcs
+    from tests.support.objectstores import running_gcs
 
     with running_gcs() as server:
         from google.auth.credentials import AnonymousCredentials

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import nspawn
+from testhosts import nspawn
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "packaging"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import nspawn
+from testhosts import nspawn
 
 REASON = nspawn.unavailable_reason()
 if REASON and os.environ.get("DJANGO_RAY_REQUIRE_LAB") == "1":

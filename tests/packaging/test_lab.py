@@ -1,4 +1,4 @@
-"""The reusable nspawn lab (tests/lab): multi-host boot, names, reboot with disk kept, teardown."""
+"""The reusable nspawn lab (testhosts): multi-host boot, names, reboot with disk kept, teardown."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab import nspawn
+from testhosts import nspawn
 
 REASON = nspawn.unavailable_reason()
 if REASON and os.environ.get("DJANGO_RAY_REQUIRE_LAB") == "1":
@@ -47,7 +47,7 @@ def test_two_hosts_on_a_private_bridge(tmp_path: Path) -> None:
         assert alpha.run("cat /root/marker").stdout == "kept\n"
         # The state file lets another process (the CLI) drive the same lab.
         out = subprocess.run(
-            ["python3", "-m", "tests.lab.nspawn", "run", name, "beta", "hostname"],
+            ["python3", "-m", "testhosts.nspawn", "run", name, "beta", "hostname"],
             capture_output=True,
             text=True,
             cwd=Path(__file__).resolve().parents[2],

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from django_ray.metrics import worker as worker_metrics
 from django_ray.metrics.db import DatabaseCollector
-from django_ray.testing.promtool import INSTALL_HINT, find_promtool
+from tests.support.promtool import INSTALL_HINT, find_promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "packaging" / "monitoring"

@@ -3,8 +3,8 @@ each other's Ray worker port ranges."""
 
 from __future__ import annotations
 
-from django_ray.testing.postgres import free_ports
-from django_ray.testing.ray import worker_port_base
+from tests.support.postgres import free_ports
+from tests.support.ray import worker_port_base
 
 
 def test_free_ports_are_distinct_and_avoid_what_is_taken() -> None:

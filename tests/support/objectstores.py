@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from django_ray.testing.postgres import free_port
+from tests.support.postgres import free_port
 
 
 class ObjectStoreUnavailable(RuntimeError):

@@ -15,7 +15,7 @@ every checkout on the machine; concurrent builders serialise on a lock file. Not
 the bridges it creates: containers have no route out.
 
 Use :func:`unavailable_reason` to skip tests on machines that cannot boot containers.
-The module is also a command line (``python -m tests.lab.nspawn --help``) so shell scripts and
+The module is also a command line (``python -m testhosts.nspawn --help``) so shell scripts and
 molecule playbooks can boot, run and tear down the same hosts; its state lives in
 ``/run/django-ray-lab/LAB.json``.
 """
@@ -719,8 +719,8 @@ def _is_running(pid: int) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tests.lab.nspawn {base,up,run,reboot,down,list}``."""
-    parser = argparse.ArgumentParser(prog="python -m tests.lab.nspawn", description=__doc__)
+    """``python -m testhosts.nspawn {base,up,run,reboot,down,list}``."""
+    parser = argparse.ArgumentParser(prog="python -m testhosts.nspawn", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("base", help="build (or reuse) the cached trixie base root; print its path")
     p_up = sub.add_parser("up", help="boot hosts on a private bridge; print JSON inventory")

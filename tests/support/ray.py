@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django_ray.ray_auth import auth_headers, auth_token
-from django_ray.testing.postgres import free_ports
+from tests.support.postgres import free_ports
 
 # The ports every Ray node listens on besides its worker port range; given explicitly, since
 # Ray's defaults (6379, 8265, ...) may be held by other processes on the host.
