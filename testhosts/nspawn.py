@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 SUITE = "trixie"
 MIRROR = os.environ.get("DJANGO_RAY_LAB_MIRROR", "http://deb.debian.org/debian")
@@ -106,13 +107,64 @@ def unavailable_reason() -> str | None:
 
 def ensure_host_tools() -> None:
     """Install debootstrap, systemd-nspawn, iproute2 with apt-get when any is missing."""
-    missing = sorted({pkg for tool, pkg in HOST_TOOLS.items() if not shutil.which(tool)})
+    ensure_tools(HOST_TOOLS)
+
+
+def ensure_tools(tools: dict[str, str]) -> None:
+    """Install the Debian packages of the ``{command: package}`` tools that are not on PATH.
+
+    ``scripts/test`` installs every tool up front; this is the fallback for a scenario or test
+    run on its own. apt's output goes to stderr (never to stdout, which may be a JSON answer) and a
+    failure is a :class:`LabError` naming the packages and the command to run by hand.
+    """
+    missing = sorted({pkg for tool, pkg in tools.items() if not shutil.which(tool)})
     if not missing:
         return
     log(f"installing host tools: {' '.join(missing)}")
+    hint = f"install them by hand (apt-get install {' '.join(missing)}) and run again"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
+        try:
+            result = subprocess.run(
+                argv, env=env, stdout=sys.stderr, stderr=subprocess.PIPE, text=True
+            )
+        except OSError as error:
+            raise LabError(
+                f"cannot run {argv[0]} to install {' '.join(missing)}: {error}; {hint}"
+            ) from error
+        if result.returncode != 0:
+            raise LabError(
+                f"{' '.join(argv[:2])} failed (exit {result.returncode}) while installing "
+                f"{' '.join(missing)}: {result.stderr.strip()[-1500:]}\n{hint}"
+            )
+    still = sorted(tool for tool in tools if not shutil.which(tool))
+    if still:
+        raise LabError(
+            f"apt-get installed {' '.join(missing)} but {' '.join(still)} is still "
+            f"not on PATH ({os.environ.get('PATH', '')}); {hint}"
+        )
+
+
+@contextlib.contextmanager
+def machine_output() -> Iterator[TextIO]:
+    """Keep stdout for one machine-readable answer: everything else goes to stderr meanwhile.
+
+    Molecule parses ``lab.py up``'s stdout as JSON. Anything this process or its children print
+    while working (apt, debootstrap, a cache build, a stray ``print``) is redirected at the file
+    descriptor level to stderr; the answer is written to the yielded stream, the real stdout.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    answer = os.fdopen(os.dup(saved), "w")
+    try:
+        yield answer
+    finally:
+        answer.flush()
+        answer.close()
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @contextlib.contextmanager
@@ -742,20 +794,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "base":
-            print(base_root())
+            with machine_output() as answer:
+                print(base_root(), file=answer)
         elif args.cmd == "up":
-            lab = Lab(args.lab)
-            lab.up(args.hosts, [Path(p) for p in args.layer] + [base_root()])
-            print(
-                json.dumps(
-                    {
-                        "bridge": lab.bridge,
-                        "gateway": lab.gateway,
-                        "hosts": [asdict(h) for h in lab.hosts],
-                    },
-                    indent=2,
-                )
-            )
+            with machine_output() as answer:
+                lab = Lab(args.lab)
+                lab.up(args.hosts, [Path(p) for p in args.layer] + [base_root()])
+                inventory = {
+                    "bridge": lab.bridge,
+                    "gateway": lab.gateway,
+                    "hosts": [asdict(h) for h in lab.hosts],
+                }
+                print(json.dumps(inventory, indent=2), file=answer)
         elif args.cmd == "run":
             result = Lab.load(args.lab).host(args.host).run(args.command, check=False)
             sys.stdout.write(result.stdout)

@@ -43,11 +43,7 @@ def _acng_pidfile(lab: str) -> Path:
 
 def start_apt_cache(lab: nspawn.Lab) -> None:
     """Run apt-cacher-ng bound to the bridge address only (a plain caching proxy)."""
-    if not shutil.which("apt-cacher-ng"):
-        nspawn.log("installing apt-cacher-ng on the machine")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "apt-cacher-ng"], check=True, env=env)
+    nspawn.ensure_tools({"apt-cacher-ng": "apt-cacher-ng"})
     stop_apt_cache(lab.name)
     cache = nspawn.CACHE / "apt-cacher-ng"
     conf = nspawn.CACHE / "run" / lab.name / "acng-conf"
@@ -213,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             print("ok")
             return 0
         if args.cmd == "up":
-            print(json.dumps(up(args.lab, args.hosts, args.key), indent=2))
+            with nspawn.machine_output() as answer:
+                print(json.dumps(up(args.lab, args.hosts, args.key), indent=2), file=answer)
             return 0
         if args.cmd == "down":
             down(args.lab)
