@@ -1,6 +1,6 @@
 """Database gauges for Prometheus: the runbook's signals, read with one query per scrape.
 
-:class:`DatabaseCollector` is a ``prometheus_client`` custom collector. Each scrape runs a single
+:class:`DatabaseCollector` is a ``prometheus_client`` custom collector. Each scrape runs one
 SQL statement (a ``UNION ALL`` of small aggregates) over ``django_ray_raytaskexecution`` and
 ``django_ray_taskworkerlease`` and turns the rows into these families:
 
@@ -13,7 +13,9 @@ SQL statement (a ``UNION ALL`` of small aggregates) over ``django_ray_raytaskexe
 - ``django_ray_callable_failed_tasks{callable_path,state}``: FAILED/LOST rows per callable
 - ``django_ray_callable_recent_failures{callable_path,state}``: the same, finished recently
 - ``django_ray_tasks_oldest_heartbeat_age_seconds{state}``: RUNNING/CANCELLING heartbeat age
-- ``django_ray_tasks_orphaned{state}``: owned rows whose worker has no live lease
+- ``django_ray_tasks_orphaned{state}``: the rows recovery takes over at its next pass
+  (``RayTaskExecution.objects.orphaned``: no live lease, no heartbeat for
+  ``STUCK_TASK_TIMEOUT_SECONDS``, Ray Jobs' adoption grace over), counted by a second query
 - ``django_ray_tasks_last_finished_timestamp_seconds``: newest ``finished_at``
 - ``django_ray_worker_leases{status}``: leases active, stale (active but expired), inactive
 - ``django_ray_worker_lease_oldest_heartbeat_age_seconds``: oldest active lease heartbeat
@@ -44,13 +46,16 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric, UnknownMetricFamily
 from prometheus_client.registry import Collector
 
+from django_ray.models import OWNED_STATES as _OWNED
+
 logger = logging.getLogger("django_ray.metrics")
 
 STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED", "LOST")
-OWNED_STATES = ("RUNNING", "CANCELLING")
+OWNED_STATES = tuple(str(s) for s in _OWNED)
 OTHER_CALLABLES = "__other__"
 
-#: The single statement run per scrape. Parameters: now, now, recent_since, now, now.
+#: The statement run per scrape (orphans: :meth:`DatabaseCollector.orphans`). Parameters:
+#: now, now, recent_since, now.
 SCRAPE_SQL = """
 SELECT 'state' AS kind, state AS a, queue_name AS b,
        COUNT(*) AS n,
@@ -70,15 +75,6 @@ SELECT 'failed', callable_path, state,
 FROM django_ray_raytaskexecution
 WHERE state IN ('FAILED', 'LOST')
 GROUP BY callable_path, state
-UNION ALL
-SELECT 'orphaned', e.state, NULL, COUNT(*), 0, 0, NULL, MIN(e.last_heartbeat_at), NULL
-FROM django_ray_raytaskexecution e
-WHERE e.state IN ('RUNNING', 'CANCELLING')
-  AND NOT EXISTS (
-      SELECT 1 FROM django_ray_taskworkerlease l
-      WHERE l.worker_id = e.claimed_by_worker AND l.is_active AND l.expires_at >= %s
-  )
-GROUP BY e.state
 UNION ALL
 SELECT 'lease',
        CASE WHEN NOT is_active THEN 'inactive' WHEN expires_at < %s THEN 'stale' ELSE 'active' END,
@@ -129,8 +125,25 @@ class DatabaseCollector(Collector):
 
         recent = now - dt.timedelta(seconds=self.recent_window_seconds)
         with connections[self.using].cursor() as cursor:
-            cursor.execute(SCRAPE_SQL, [now, now, recent, now, now])
-            return list(cursor.fetchall())
+            cursor.execute(SCRAPE_SQL, [now, now, recent, now])
+            return list(cursor.fetchall()) + self.orphans(now)
+
+    def orphans(self, now: dt.datetime) -> list[tuple[Any, ...]]:
+        """Rows in the scrape's shape for the orphans recovery would take over at ``now``."""
+        from django.db.models import Count, Min
+
+        from django_ray.conf import ray_settings
+        from django_ray.models import RayTaskExecution
+
+        stuck = float(ray_settings().STUCK_TASK_TIMEOUT_SECONDS)
+        rows = (
+            RayTaskExecution.objects.using(self.using)
+            .orphaned(stuck, now)
+            .order_by()
+            .values("state")
+            .annotate(n=Count("id"), oldest=Min("last_heartbeat_at"))
+        )
+        return [("orphaned", r["state"], None, r["n"], 0, 0, None, r["oldest"], None) for r in rows]
 
     def now(self) -> dt.datetime:
         """The scrape's reference time (aware, UTC)."""

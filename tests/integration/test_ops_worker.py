@@ -15,10 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from django_ray import results
 from django_ray.models import RayTaskExecution, TaskState
 from django_ray.results import ResultReferenceError, load_result
-from tests.support.postgres import free_port
-from tests.support.promtool import find_promtool
 from tests import tasks
 from tests.conftest import wait_until
+from tests.support.postgres import free_port
+from tests.support.promtool import find_promtool
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.utils import timezone
 
-from django_ray import transitions
+from django_ray.lifecycle import adopt, claim, leases
 from django_ray.models import RayTaskExecution, TaskState, TaskWorkerLease
 from django_ray.worker import job_stops
 from django_ray.worker.job_stops import RecoveredJobStopper
@@ -87,11 +87,11 @@ def _rows_of_a_dead_ray_job_worker(worker_id: str, count: int) -> list[str]:
     """``count`` RUNNING rows with Ray Jobs, owned by a worker whose lease ended 60 s ago."""
     for i in range(count):
         tasks.record.enqueue(f"{worker_id}-{i}")
-    transitions.register_lease(worker_id, "host", 1, ["default"], "ray_job", 4, 5.0)
-    claimed = transitions.claim(worker_id, ["default"], count)
+    leases.register_lease(worker_id, "host", 1, ["default"], "ray_job", 4, 5.0)
+    claimed = claim.claim(worker_id, ["default"], count)
     job_ids = [f"job-{worker_id}-{t.id}" for t in claimed]
-    transitions.attach_ray_jobs(
-        [(t.id, t.attempt_number, job) for t, job in zip(claimed, job_ids, strict=True)]
+    adopt.attach_ray_jobs(
+        [(t.id, t.attempt_number, job) for t, job in zip(claimed, job_ids, strict=True)], "default"
     )
     old = timezone.now() - timedelta(seconds=60)
     TaskWorkerLease.objects.filter(worker_id=worker_id).update(
