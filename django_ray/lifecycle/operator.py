@@ -83,7 +83,7 @@ def retry_tasks(
         )
         for row in rows:
             if row.state not in rules.RETRYABLE_BY_OPERATOR:
-                allowed = ", ".join(sorted(rules.RETRYABLE_BY_OPERATOR))
+                allowed = ", ".join(rules.RETRYABLE_BY_OPERATOR)
                 raise IllegalTransition(
                     row.task_id,
                     row.state,

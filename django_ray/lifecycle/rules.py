@@ -25,10 +25,10 @@ ALLOWED: dict[str, frozenset[str]] = {
 #: States an operator may requeue (admin action, ``django_ray_requeue``, the runbook snippet).
 #: RUNNING is allowed to go back to QUEUED only by its own worker (a retry), never by hand:
 #: its attempt may still be executing, so requeueing it would run the task twice.
-RETRYABLE_BY_OPERATOR = frozenset({S.FAILED, S.LOST, S.CANCELLED})
+RETRYABLE_BY_OPERATOR = (S.FAILED, S.LOST, S.CANCELLED)
 
 #: States :func:`django_ray.cancel_task` acts on (a CANCELLING row is left as is).
-CANCELLABLE = frozenset({S.QUEUED, S.RUNNING})
+CANCELLABLE = (S.QUEUED, S.RUNNING)
 
 #: A CANCELLING row whose attempt would go back to the queue (a retry, an interruption, a lost
 #: attempt) ends CANCELLED instead: the operator asked for it to stop.

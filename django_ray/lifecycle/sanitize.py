@@ -12,10 +12,12 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from django_ray.execution import MAX_ERROR_MESSAGE
 from django_ray.outcomes import Outcome
 
-#: Longest error message kept (characters); the rest is cut with a note saying how much.
-MAX_MESSAGE_CHARS = 64 * 1024
+#: Longest error message kept (characters); the rest is cut with a note saying how much. The
+#: process running the body cuts there already; this holds for every other source of outcomes.
+MAX_MESSAGE_CHARS = MAX_ERROR_MESSAGE
 #: Longest traceback kept (characters); its end (where the error was raised) is kept.
 MAX_TRACEBACK_CHARS = 256 * 1024
 #: ``error_class_path`` column size (models.RayTaskExecution / TaskAttempt).

@@ -1,6 +1,6 @@
 """Database gauges for Prometheus: the runbook's signals, read with one query per scrape.
 
-:class:`DatabaseCollector` is a ``prometheus_client`` custom collector. Each scrape runs one
+:class:`DatabaseCollector` is a ``prometheus_client`` custom collector. Each scrape runs a single
 SQL statement (a ``UNION ALL`` of small aggregates) over ``django_ray_raytaskexecution`` and
 ``django_ray_taskworkerlease`` and turns the rows into these families:
 
@@ -15,7 +15,7 @@ SQL statement (a ``UNION ALL`` of small aggregates) over ``django_ray_raytaskexe
 - ``django_ray_tasks_oldest_heartbeat_age_seconds{state}``: RUNNING/CANCELLING heartbeat age
 - ``django_ray_tasks_orphaned{state}``: the rows recovery takes over at its next pass
   (``RayTaskExecution.objects.orphaned``: no live lease, no heartbeat for
-  ``STUCK_TASK_TIMEOUT_SECONDS``, Ray Jobs' adoption grace over), counted by a second query
+  ``STUCK_TASK_TIMEOUT_SECONDS``, Ray Jobs' adoption grace over), compiled into the scrape
 - ``django_ray_tasks_last_finished_timestamp_seconds``: newest ``finished_at``
 - ``django_ray_worker_leases{status}``: leases active, stale (active but expired), inactive
 - ``django_ray_worker_lease_oldest_heartbeat_age_seconds``: oldest active lease heartbeat
@@ -54,8 +54,8 @@ STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED",
 OWNED_STATES = tuple(str(s) for s in _OWNED)
 OTHER_CALLABLES = "__other__"
 
-#: The statement run per scrape (orphans: :meth:`DatabaseCollector.orphans`). Parameters:
-#: now, now, recent_since, now.
+#: The statement run per scrape, before the orphans' branch (:meth:`DatabaseCollector.orphans`).
+#: Parameters: now, now, recent_since, now.
 SCRAPE_SQL = """
 SELECT 'state' AS kind, state AS a, queue_name AS b,
        COUNT(*) AS n,
@@ -124,12 +124,18 @@ class DatabaseCollector(Collector):
         from django.db import connections
 
         recent = now - dt.timedelta(seconds=self.recent_window_seconds)
+        orphans, orphan_params = self.orphans(now)
         with connections[self.using].cursor() as cursor:
-            cursor.execute(SCRAPE_SQL, [now, now, recent, now])
-            return list(cursor.fetchall()) + self.orphans(now)
+            cursor.execute(
+                f"{SCRAPE_SQL} UNION ALL SELECT 'orphaned', o.state, NULL, o.n, 0, 0, NULL, "
+                f"o.oldest, NULL FROM ({orphans}) o",
+                [now, now, recent, now, *orphan_params],
+            )
+            return list(cursor.fetchall())
 
-    def orphans(self, now: dt.datetime) -> list[tuple[Any, ...]]:
-        """Rows in the scrape's shape for the orphans recovery would take over at ``now``."""
+    def orphans(self, now: dt.datetime) -> tuple[str, tuple[Any, ...]]:
+        """SQL of the orphans recovery takes over at ``now``, counted by state: compiled from
+        ``RayTaskExecution.objects.orphaned`` so the gauge and recovery cannot disagree."""
         from django.db.models import Count, Min
 
         from django_ray.conf import ray_settings
@@ -143,7 +149,7 @@ class DatabaseCollector(Collector):
             .values("state")
             .annotate(n=Count("id"), oldest=Min("last_heartbeat_at"))
         )
-        return [("orphaned", r["state"], None, r["n"], 0, 0, None, r["oldest"], None) for r in rows]
+        return rows.query.get_compiler(using=self.using).as_sql()
 
     def now(self) -> dt.datetime:
         """The scrape's reference time (aware, UTC)."""

@@ -135,7 +135,7 @@ def test_succeeded_is_terminal(target: str) -> None:
 
 def test_operator_retry_of_a_succeeded_task_is_refused_atomically() -> None:
     ok, failed = _succeed(), _fail()
-    with pytest.raises(IllegalTransition, match="is SUCCEEDED: an operator may requeue only CANCELLED, FAILED, LOST"):
+    with pytest.raises(IllegalTransition, match="is SUCCEEDED: an operator may requeue only FAILED, LOST, CANCELLED"):
         operator.retry_tasks([failed, ok])
     # Nothing moved, not even the FAILED row that could have been retried.
     assert RayTaskExecution.objects.get(task_id=failed).state == S.FAILED

@@ -16,8 +16,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from django_ray.durations import parse_duration
+from django_ray.lifecycle.rules import RETRYABLE_BY_OPERATOR
 
-REQUEUEABLE = ("FAILED", "LOST", "CANCELLED")
+REQUEUEABLE = tuple(str(state) for state in RETRYABLE_BY_OPERATOR)
 MAX_LIMIT = 100_000
 
 
