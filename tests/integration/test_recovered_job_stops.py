@@ -169,3 +169,35 @@ def test_a_refused_stop_waits_for_the_backoff(jobs_api) -> None:
     stopper._retry_at = 0.0  # the backoff ran out
     stopper.run()
     assert jobs_api.stopped == ["job-1"] and stopper.pending == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ray_jobs_of_rows_a_live_worker_lost_track_of_are_stopped(start_worker, jobs_api) -> None:  # type: ignore[no-untyped-def]
+    """The worker's recovery pass merges both reports whole: the Ray Jobs of its own untracked
+    rows (recover_untracked) are stopped too, not only those of dead workers' rows."""
+    jobs_api.listen()
+    settings = json.dumps({"RAY_ADDRESS": jobs_api.url})
+    worker = start_worker(
+        "--sync", "--queue", "default", env={"DJANGO_RAY_TEST_SETTINGS": settings}
+    )
+    wait_until(
+        lambda: TaskWorkerLease.objects.filter(pid=worker.pid).exists(), 60, explain=worker.log
+    )
+    worker_id = TaskWorkerLease.objects.get(pid=worker.pid).worker_id
+    for i in range(2):
+        tasks.record.using(queue_name="other").enqueue(f"untracked-{i}")
+    # Rows owned by the live worker that its runner never heard of (as after a dropped result).
+    claimed = claim.claim(worker_id, ["other"], 2)
+    job_ids = [f"job-untracked-{t.id}" for t in claimed]
+    adopt.attach_ray_jobs(
+        [(t.id, t.attempt_number, job) for t, job in zip(claimed, job_ids, strict=True)], "default"
+    )
+    old = timezone.now() - timedelta(seconds=60)
+    RayTaskExecution.objects.filter(pk__in=[t.id for t in claimed]).update(last_heartbeat_at=old)
+    wait_until(lambda: sorted(jobs_api.stopped) == sorted(job_ids), 60, explain=worker.log)
+    assert set(
+        RayTaskExecution.objects.filter(pk__in=[t.id for t in claimed]).values_list(
+            "state", flat=True
+        )
+    ) == {TaskState.QUEUED}
+    assert worker.stop() == 0, worker.log()
