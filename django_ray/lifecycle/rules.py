@@ -14,7 +14,9 @@ S = TaskState
 #: Every state change the lifecycle allows (``docs/state-machine.md``).
 ALLOWED: dict[str, frozenset[str]] = {
     S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),
-    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.QUEUED, S.LOST, S.CANCELLING}),
+    # RUNNING -> CANCELLED: the runner reports the attempt cancelled although nobody asked
+    # django-ray to (stopped from Ray's side, e.g. `ray job stop` or the dashboard).
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.QUEUED, S.LOST, S.CANCELLING, S.CANCELLED}),
     S.CANCELLING: frozenset({S.CANCELLED, S.SUCCEEDED, S.FAILED}),
     S.LOST: frozenset({S.QUEUED, S.FAILED}),
     S.FAILED: frozenset({S.QUEUED}),
