@@ -335,9 +335,7 @@ class TaskWorkerLeaseAdmin(admin.ModelAdmin):
 
     @admin.display(description="status")
     def status(self, obj: TaskWorkerLease) -> str:
-        if not obj.is_active:
-            return "inactive"
-        return "stale" if obj.expires_at < timezone.now() else "active"
+        return TaskWorkerLease.status_of(obj.is_active, obj.expires_at, timezone.now())
 
     @admin.display(description="heartbeat age", ordering="last_heartbeat_at")
     def heartbeat_age(self, obj: TaskWorkerLease) -> str:

@@ -204,3 +204,11 @@ class TaskWorkerLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.worker_id} ({'active' if self.is_active else 'inactive'})"
+
+    @staticmethod
+    def status_of(is_active: bool, expires_at: datetime, now: datetime) -> str:
+        """``active`` (live: see :meth:`LeaseQuerySet.live`), ``stale`` (active but expired: the
+        worker stopped heartbeating, recovery expires it) or ``inactive``."""
+        if not is_active:
+            return "inactive"
+        return "stale" if expires_at < now else "active"

@@ -159,13 +159,7 @@ def collect_status(
     )
     lease_rows = []
     for lease in leases:
-        status = (
-            "inactive"
-            if not lease["is_active"]
-            else "stale"
-            if lease["expires_at"] < now
-            else "active"
-        )
+        status = TaskWorkerLease.status_of(lease["is_active"], lease["expires_at"], now)
         lease_rows.append(
             {
                 "worker_id": lease["worker_id"],
