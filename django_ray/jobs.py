@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ensure_django(None)
     from django_ray.lifecycle.claim import claimed_task_from_row
-    from django_ray.models import RayTaskExecution, TaskState
+    from django_ray.models import OWNED_STATES, RayTaskExecution, TaskState
 
     row = RayTaskExecution.objects.filter(pk=execution_id).first()
     job_id = submission_id(row.task_id, attempt) if row is not None else ""
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         row is None
         or row.attempt_number != attempt
         or row.ray_job_id != job_id
-        or row.state not in (TaskState.RUNNING, TaskState.CANCELLING)
+        or row.state not in OWNED_STATES
     ):
         state = "missing" if row is None else f"{row.state} at attempt {row.attempt_number}"
         print(

@@ -140,7 +140,7 @@ class RayTaskExecution(models.Model):
                 "claimed_by_worker",
                 "last_heartbeat_at",
                 name="django_ray_owned_idx",
-                condition=Q(state__in=["RUNNING", "CANCELLING"]),  # OWNED_STATES
+                condition=Q(state__in=[str(s) for s in OWNED_STATES]),
             ),
             models.Index("state", "finished_at", name="django_ray_state_finished_idx"),
         ]

@@ -47,10 +47,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric, UnknownMetricFamil
 from prometheus_client.registry import Collector
 
 from django_ray.models import OWNED_STATES as _OWNED
+from django_ray.models import TaskState
 
 logger = logging.getLogger("django_ray.metrics")
 
-STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED", "LOST")
+STATES = tuple(str(s) for s in TaskState)
 OWNED_STATES = tuple(str(s) for s in _OWNED)
 OTHER_CALLABLES = "__other__"
 
@@ -279,7 +280,8 @@ class DatabaseCollector(Collector):
         )
         orphan_family = GaugeMetricFamily(
             "django_ray_tasks_orphaned",
-            "RUNNING/CANCELLING rows whose claimed_by_worker has no active, unexpired lease.",
+            "RUNNING/CANCELLING rows recovery takes over: no live lease, no heartbeat for "
+            "STUCK_TASK_TIMEOUT_SECONDS (Ray Job rows: one more after their owner's lease ended).",
             labels=["state"],
         )
         for state in OWNED_STATES:

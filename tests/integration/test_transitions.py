@@ -135,7 +135,10 @@ def test_succeeded_is_terminal(target: str) -> None:
 
 def test_operator_retry_of_a_succeeded_task_is_refused_atomically() -> None:
     ok, failed = _succeed(), _fail()
-    with pytest.raises(IllegalTransition, match="is SUCCEEDED: an operator may requeue only FAILED, LOST, CANCELLED"):
+    with pytest.raises(
+        IllegalTransition,
+        match="is SUCCEEDED: an operator may requeue only FAILED, LOST, CANCELLED",
+    ):
         operator.retry_tasks([failed, ok])
     # Nothing moved, not even the FAILED row that could have been retried.
     assert RayTaskExecution.objects.get(task_id=failed).state == S.FAILED
@@ -146,7 +149,9 @@ def test_operator_retry_of_a_succeeded_task_is_refused_atomically() -> None:
 
 def test_cancel_of_finished_tasks_is_refused() -> None:
     for task_id in (_succeed(), _fail()):
-        with pytest.raises(IllegalTransition, match="only QUEUED or RUNNING tasks can be cancelled"):
+        with pytest.raises(
+            IllegalTransition, match="only QUEUED or RUNNING tasks can be cancelled"
+        ):
             operator.request_cancel(task_id)
 
 
