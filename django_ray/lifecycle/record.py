@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -135,9 +136,17 @@ def record_outcomes(
     return report
 
 
+def _guarded(using: str) -> AbstractContextManager[object]:
+    # On PostgreSQL in autocommit the batch is one statement, so a failure leaves nothing to roll
+    # back and needs no BEGIN/COMMIT round trips; inside a transaction it gets a savepoint.
+    if statements.is_postgres(using) and not transaction.get_connection(using).in_atomic_block:
+        return nullcontext()
+    return transaction.atomic(using=using)
+
+
 def _write_split(worker_id: str, planned: list[PlannedOutcome], using: str) -> dict[int, str]:
     try:
-        with transaction.atomic(using=using):
+        with _guarded(using):
             return _write(worker_id, planned, using)
     except TRANSIENT:
         raise
