@@ -1,7 +1,8 @@
 """Django admin for task executions, their attempts, and worker leases.
 
 Nothing here changes a state by hand: the retry and cancel actions call
-:func:`django_ray.transitions.retry_tasks` and :func:`django_ray.transitions.request_cancel`,
+:func:`django_ray.lifecycle.operator.retry_tasks` and
+:func:`django_ray.lifecycle.operator.request_cancel`,
 which lock the rows and refuse illegal moves. Both actions need their own permission
 (``django_ray.retry_raytaskexecution`` / ``django_ray.cancel_raytaskexecution``) and act on at
 most :data:`ADMIN_ACTION_MAX_ROWS` rows at once; larger batches belong to
@@ -20,17 +21,14 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
-from django_ray import transitions
 from django_ray.durations import format_duration
+from django_ray.lifecycle import operator, rules
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState, TaskWorkerLease
 
 #: Most rows one admin action may touch.
 ADMIN_ACTION_MAX_ROWS = 500
 #: Most distinct values listed by the callable-path and worker filters.
 FILTER_MAX_CHOICES = 50
-
-RETRYABLE_STATES = (TaskState.FAILED, TaskState.LOST, TaskState.CANCELLED)
-CANCELLABLE_STATES = (TaskState.QUEUED, TaskState.RUNNING)
 
 
 class _TopValuesFilter(admin.SimpleListFilter):
@@ -263,13 +261,13 @@ class RayTaskExecutionAdmin(admin.ModelAdmin):
         if _too_many(self, request, queryset.count(), "retry"):
             return
         rows = list(queryset.values_list("task_id", "state"))
-        eligible = [task_id for task_id, state in rows if state in RETRYABLE_STATES]
+        eligible = [task_id for task_id, state in rows if state in rules.RETRYABLE_BY_OPERATOR]
         skipped = len(rows) - len(eligible)
         moved: list[str] = []
         if eligible:
             try:
-                moved = transitions.retry_tasks(eligible)
-            except transitions.IllegalTransition as exc:
+                moved = operator.retry_tasks(eligible)
+            except operator.IllegalTransition as exc:
                 self.message_user(
                     request,
                     f"Nothing retried: {exc} (the row changed state meanwhile; reload and retry).",
@@ -290,12 +288,12 @@ class RayTaskExecutionAdmin(admin.ModelAdmin):
         results: dict[str, int] = {}
         refused: list[str] = []
         for task_id, state in queryset.values_list("task_id", "state"):
-            if state not in CANCELLABLE_STATES:
+            if state not in rules.CANCELLABLE:
                 refused.append(f"{task_id} ({state})")
                 continue
             try:
-                new_state = transitions.request_cancel(task_id)
-            except transitions.IllegalTransition:
+                new_state = operator.request_cancel(task_id)
+            except operator.IllegalTransition:
                 refused.append(f"{task_id} (changed state)")
                 continue
             results[new_state] = results.get(new_state, 0) + 1
@@ -337,9 +335,7 @@ class TaskWorkerLeaseAdmin(admin.ModelAdmin):
 
     @admin.display(description="status")
     def status(self, obj: TaskWorkerLease) -> str:
-        if not obj.is_active:
-            return "inactive"
-        return "stale" if obj.expires_at < timezone.now() else "active"
+        return TaskWorkerLease.status_of(obj.is_active, obj.expires_at, timezone.now())
 
     @admin.display(description="heartbeat age", ordering="last_heartbeat_at")
     def heartbeat_age(self, obj: TaskWorkerLease) -> str:

@@ -278,7 +278,7 @@ class RayTaskBackend(BaseTaskBackend):
             enqueued_at=row.created_at,
             started_at=row.started_at,
             finished_at=row.finished_at,
-            last_attempted_at=row.started_at,
+            last_attempted_at=row.last_attempted_at or row.started_at,
             args=row.args,
             kwargs=row.kwargs,
             backend=self.alias,

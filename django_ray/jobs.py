@@ -3,7 +3,7 @@
 The Ray Job runner submits one job per task attempt with only these two integers on the command
 line: the task's arguments never pass through a shell string. The job bootstraps Django (settings
 and ``PYTHONPATH`` come from the job's runtime environment), reads its row, runs the task body
-and records the outcome in the database itself, through :func:`django_ray.transitions.record_job_outcome`.
+and records the outcome in the database itself, through :func:`django_ray.lifecycle.adopt.record_job_outcome`.
 So a job's result is kept even when the worker that submitted it died meanwhile.
 
 Exit codes of the job process (visible as the Ray Job's status and message):
@@ -53,25 +53,26 @@ def run_body(task: ClaimedTask) -> Outcome:
 
 def _record(execution_id: int, attempt: int, job_id: str, outcome: Outcome) -> str | None:
     """Record with retries: the database may be restarting. Raises after the retry budget."""
-    from django.db import DatabaseError, InterfaceError, connections
+    from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, connections
 
-    from django_ray import transitions
+    from django_ray.backoff import capped_backoff
+    from django_ray.lifecycle.adopt import record_job_outcome
     from django_ray.results import store_if_oversized
 
     deadline = time.monotonic() + RECORD_RETRY_SECONDS
-    delay = 0.2
+    failures = 0
     while True:
         try:
-            return transitions.record_job_outcome(
-                execution_id, attempt, job_id, outcome, store_result=store_if_oversized
+            return record_job_outcome(
+                execution_id, attempt, job_id, outcome, DEFAULT_DB_ALIAS, store_if_oversized
             )
         except (DatabaseError, InterfaceError) as exc:
             if time.monotonic() >= deadline:
                 raise
             print(f"django-ray job: database unavailable ({exc}); retrying", file=sys.stderr)
             connections.close_all()
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            failures += 1
+            time.sleep(capped_backoff(failures, 0.2, 5.0))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     from django_ray.execution import ensure_django
 
     ensure_django(None)
-    from django_ray.models import RayTaskExecution, TaskState
-    from django_ray.transitions import claimed_task_from_row
+    from django_ray.lifecycle.claim import claimed_task_from_row
+    from django_ray.models import OWNED_STATES, RayTaskExecution, TaskState
 
     row = RayTaskExecution.objects.filter(pk=execution_id).first()
     job_id = submission_id(row.task_id, attempt) if row is not None else ""
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         row is None
         or row.attempt_number != attempt
         or row.ray_job_id != job_id
-        or row.state not in (TaskState.RUNNING, TaskState.CANCELLING)
+        or row.state not in OWNED_STATES
     ):
         state = "missing" if row is None else f"{row.state} at attempt {row.attempt_number}"
         print(

@@ -1,9 +1,13 @@
 """Rows that are the system of record: executions, their attempts, and worker leases.
 
-States change only through :mod:`django_ray.transitions`; these models only describe the data.
+States change only through :mod:`django_ray.lifecycle`; these models describe the data and name
+the row sets every part of django-ray asks about (due, owned, orphaned rows; live leases), so
+recovery, metrics, status and the admin count the same rows.
 """
 
 from __future__ import annotations
+
+from datetime import datetime, timedelta
 
 from django.db import models
 from django.db.models import Q
@@ -23,8 +27,55 @@ class TaskState(models.TextChoices):
 
 
 TERMINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
-# Rows a worker owns while it (or an adopter) monitors them.
-OWNED_STATES = frozenset({TaskState.RUNNING, TaskState.CANCELLING})
+# Rows a worker owns while it (or an adopter) monitors them. A tuple: its order is part of the
+# owned-rows index condition in migration 0001 and of the SQL fragment built from it.
+OWNED_STATES = (TaskState.RUNNING, TaskState.CANCELLING)
+
+
+class LeaseQuerySet(models.QuerySet["TaskWorkerLease"]):
+    def live(self, now: datetime | None = None) -> LeaseQuerySet:
+        """Leases of workers alive at ``now``: active and not expired."""
+        return self.filter(is_active=True, expires_at__gte=now or timezone.now())
+
+    def ended_since(self, cutoff: datetime) -> LeaseQuerySet:
+        """Leases that were still alive after ``cutoff`` (expired or released later)."""
+        return self.filter(expires_at__gt=cutoff).filter(
+            Q(stopped_at__isnull=True) | Q(stopped_at__gt=cutoff)
+        )
+
+
+class ExecutionQuerySet(models.QuerySet["RayTaskExecution"]):
+    def due(self, queues: list[str] | None, now: datetime | None = None) -> ExecutionQuerySet:
+        """QUEUED rows whose ``run_after`` has come, of ``queues`` (None: every queue)."""
+        qs = self.filter(state=TaskState.QUEUED, run_after__lte=now or timezone.now())
+        return qs if queues is None else qs.filter(queue_name__in=list(queues))
+
+    def owned(self, worker_id: str | None = None) -> ExecutionQuerySet:
+        """Rows a worker owns (RUNNING or CANCELLING), optionally of one worker."""
+        qs = self.filter(state__in=OWNED_STATES)
+        return qs if worker_id is None else qs.filter(claimed_by_worker=worker_id)
+
+    def orphaned(self, stuck_seconds: float, now: datetime | None = None) -> ExecutionQuerySet:
+        """Owned rows recovery takes over: no live lease, no heartbeat for ``stuck_seconds``.
+
+        A row with a Ray Job gets one more stuck timeout after its owner's lease ended, so that
+        a live worker can adopt the (maybe still running) job first.
+        """
+        now = now or timezone.now()
+        cutoff = now - timedelta(seconds=stuck_seconds)
+        leases = TaskWorkerLease.objects.using(self.db)
+        return (
+            self.owned()
+            .filter(
+                Q(last_heartbeat_at__lt=cutoff)
+                | Q(last_heartbeat_at__isnull=True, started_at__lt=cutoff)
+            )
+            .exclude(claimed_by_worker__in=leases.live(now).values("worker_id"))
+            .exclude(
+                ray_job_id__isnull=False,
+                claimed_by_worker__in=leases.ended_since(cutoff).values("worker_id"),
+            )
+        )
 
 
 class RayTaskExecution(models.Model):
@@ -61,6 +112,11 @@ class RayTaskExecution(models.Model):
     error_class_path = models.CharField(max_length=255, null=True, blank=True)
     error_message = models.TextField(null=True, blank=True)
     error_traceback = models.TextField(null=True, blank=True)
+    last_attempted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the latest attempt started (started_at: the first)."
+    )
+
+    objects = ExecutionQuerySet.as_manager()
 
     class Meta:
         db_table = "django_ray_raytaskexecution"
@@ -84,7 +140,7 @@ class RayTaskExecution(models.Model):
                 "claimed_by_worker",
                 "last_heartbeat_at",
                 name="django_ray_owned_idx",
-                condition=Q(state__in=["RUNNING", "CANCELLING"]),
+                condition=Q(state__in=[str(s) for s in OWNED_STATES]),
             ),
             models.Index("state", "finished_at", name="django_ray_state_finished_idx"),
         ]
@@ -136,6 +192,8 @@ class TaskWorkerLease(models.Model):
     expires_at = models.DateTimeField()
     stopped_at = models.DateTimeField(null=True, blank=True)
 
+    objects = LeaseQuerySet.as_manager()
+
     class Meta:
         db_table = "django_ray_taskworkerlease"
         indexes = [
@@ -146,3 +204,11 @@ class TaskWorkerLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.worker_id} ({'active' if self.is_active else 'inactive'})"
+
+    @staticmethod
+    def status_of(is_active: bool, expires_at: datetime, now: datetime) -> str:
+        """``active`` (live: see :meth:`LeaseQuerySet.live`), ``stale`` (active but expired: the
+        worker stopped heartbeating, recovery expires it) or ``inactive``."""
+        if not is_active:
+            return "inactive"
+        return "stale" if expires_at < now else "active"

@@ -78,3 +78,23 @@ class Outcome:
     # Set when the executing process already wrote this outcome to the row itself (a Ray Job
     # does): the row's new state. The worker then only logs and counts it.
     recorded_state: str | None = None
+
+
+#: The class path of an attempt whose completion is unknown because its worker or runner lost it.
+LOST_ATTEMPT = "django_ray.LostAttempt"
+
+
+def lost(task: ClaimedTask, message: str, error_class_path: str = LOST_ATTEMPT) -> Outcome:
+    """The outcome of an attempt whose completion is unknown (retry path, never final by itself).
+
+    Every runner and the recovery build LOST outcomes here, so they all carry a class path an
+    operator can search for and a message that says what was lost.
+    """
+    return Outcome(
+        task.id,
+        task.attempt_number,
+        OutcomeKind.LOST,
+        error_class_path=error_class_path,
+        error_message=message,
+        retryable=True,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from django_ray.backoff import capped_backoff
 from django_ray.conf import ray_settings
 
 
@@ -20,12 +21,13 @@ def backoff_seconds(attempt_number: int, rng: random.Random | None = None) -> fl
     lockstep.
     """
     conf = ray_settings()
-    exponent = min(max(attempt_number - 1, 0), 60)
-    delay = min(float(conf.RETRY_BACKOFF_SECONDS) * (2**exponent), conf.RETRY_BACKOFF_MAX_SECONDS)
-    jitter = float(conf.RETRY_JITTER)
-    if jitter and delay:
-        delay += (rng or random).uniform(0, delay * jitter)
-    return delay
+    return capped_backoff(
+        attempt_number,
+        float(conf.RETRY_BACKOFF_SECONDS),
+        float(conf.RETRY_BACKOFF_MAX_SECONDS),
+        float(conf.RETRY_JITTER),
+        rng,
+    )
 
 
 def should_retry(attempt_number: int, row_max_attempts: int | None, retryable: bool) -> bool:

@@ -159,13 +159,7 @@ def collect_status(
     )
     lease_rows = []
     for lease in leases:
-        status = (
-            "inactive"
-            if not lease["is_active"]
-            else "stale"
-            if lease["expires_at"] < now
-            else "active"
-        )
+        status = TaskWorkerLease.status_of(lease["is_active"], lease["expires_at"], now)
         lease_rows.append(
             {
                 "worker_id": lease["worker_id"],
@@ -202,7 +196,11 @@ def collect_status(
 
     long_running = (
         RayTaskExecution.objects.using(using)
-        .filter(state=TaskState.RUNNING, started_at__lt=now - LONG_RUNNING)
+        .filter(state=TaskState.RUNNING)
+        .filter(  # this attempt's start (started_at is the first attempt's)
+            Q(last_attempted_at__lt=now - LONG_RUNNING)
+            | Q(last_attempted_at__isnull=True, started_at__lt=now - LONG_RUNNING)
+        )
         .count()
     )
     orphaned = {k: int(v) for k, v in samples("django_ray_tasks_orphaned", "state").items()}
@@ -370,7 +368,10 @@ def _checks(
             )
     owned_orphans = sum(orphaned.values())
     if owned_orphans:
-        problems.append(f"{owned_orphans} RUNNING/CANCELLING row(s) owned by no live worker")
+        problems.append(
+            f"{owned_orphans} orphaned RUNNING/CANCELLING row(s) (no live worker, no heartbeat "
+            "for STUCK_TASK_TIMEOUT_SECONDS): a running worker recovers them"
+        )
     if long_running:
         problems.append(f"{long_running} task(s) RUNNING for over 10 minutes")
     add(

@@ -18,17 +18,25 @@ class _TimedOut(execution.TaskInterrupted):
 
 
 def timed_out(task: ClaimedTask) -> Outcome:
-    """The outcome of an attempt stopped because it ran past ``timeout_seconds``."""
+    """The outcome of an attempt stopped because it ran past ``timeout_seconds``.
+
+    Its class path is ``django_ray.TaskTimedOut`` (a ``TimeoutError``), and it honours
+    ``RETRY_EXCEPTION_DENYLIST`` like a raised exception: deny-list that path (or
+    ``builtins.TimeoutError``) to make timeouts final.
+    """
+    from django_ray import TaskTimedOut
+
     seconds = task.timeout_seconds or 0
     shown = f"{seconds:g}"
+    message = f"Task {task.callable_path} timed out after {shown} seconds"
     return Outcome(
         task.id,
         task.attempt_number,
         OutcomeKind.FAILED,
-        error_class_path="builtins.TimeoutError",
-        error_message=f"Task {task.callable_path} timed out after {shown} seconds",
-        error_traceback=f"TimeoutError: timed out after {shown} seconds\n",
-        retryable=True,
+        error_class_path=execution.class_path(TaskTimedOut),
+        error_message=message,
+        error_traceback=f"django_ray.TaskTimedOut: {message}\n",
+        retryable=not execution.is_denylisted(TaskTimedOut(message)),
     )
 
 

@@ -13,7 +13,9 @@ SQL statement (a ``UNION ALL`` of small aggregates) over ``django_ray_raytaskexe
 - ``django_ray_callable_failed_tasks{callable_path,state}``: FAILED/LOST rows per callable
 - ``django_ray_callable_recent_failures{callable_path,state}``: the same, finished recently
 - ``django_ray_tasks_oldest_heartbeat_age_seconds{state}``: RUNNING/CANCELLING heartbeat age
-- ``django_ray_tasks_orphaned{state}``: owned rows whose worker has no live lease
+- ``django_ray_tasks_orphaned{state}``: the rows recovery takes over at its next pass
+  (``RayTaskExecution.objects.orphaned``: no live lease, no heartbeat for
+  ``STUCK_TASK_TIMEOUT_SECONDS``, Ray Jobs' adoption grace over), compiled into the scrape
 - ``django_ray_tasks_last_finished_timestamp_seconds``: newest ``finished_at``
 - ``django_ray_worker_leases{status}``: leases active, stale (active but expired), inactive
 - ``django_ray_worker_lease_oldest_heartbeat_age_seconds``: oldest active lease heartbeat
@@ -44,13 +46,17 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric, UnknownMetricFamily
 from prometheus_client.registry import Collector
 
+from django_ray.models import OWNED_STATES as _OWNED
+from django_ray.models import TaskState
+
 logger = logging.getLogger("django_ray.metrics")
 
-STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED", "LOST")
-OWNED_STATES = ("RUNNING", "CANCELLING")
+STATES = tuple(str(s) for s in TaskState)
+OWNED_STATES = tuple(str(s) for s in _OWNED)
 OTHER_CALLABLES = "__other__"
 
-#: The single statement run per scrape. Parameters: now, now, recent_since, now, now.
+#: The statement run per scrape, before the orphans' branch (:meth:`DatabaseCollector.orphans`).
+#: Parameters: now, now, recent_since, now.
 SCRAPE_SQL = """
 SELECT 'state' AS kind, state AS a, queue_name AS b,
        COUNT(*) AS n,
@@ -70,15 +76,6 @@ SELECT 'failed', callable_path, state,
 FROM django_ray_raytaskexecution
 WHERE state IN ('FAILED', 'LOST')
 GROUP BY callable_path, state
-UNION ALL
-SELECT 'orphaned', e.state, NULL, COUNT(*), 0, 0, NULL, MIN(e.last_heartbeat_at), NULL
-FROM django_ray_raytaskexecution e
-WHERE e.state IN ('RUNNING', 'CANCELLING')
-  AND NOT EXISTS (
-      SELECT 1 FROM django_ray_taskworkerlease l
-      WHERE l.worker_id = e.claimed_by_worker AND l.is_active AND l.expires_at >= %s
-  )
-GROUP BY e.state
 UNION ALL
 SELECT 'lease',
        CASE WHEN NOT is_active THEN 'inactive' WHEN expires_at < %s THEN 'stale' ELSE 'active' END,
@@ -128,9 +125,32 @@ class DatabaseCollector(Collector):
         from django.db import connections
 
         recent = now - dt.timedelta(seconds=self.recent_window_seconds)
+        orphans, orphan_params = self.orphans(now)
         with connections[self.using].cursor() as cursor:
-            cursor.execute(SCRAPE_SQL, [now, now, recent, now, now])
+            cursor.execute(
+                f"{SCRAPE_SQL} UNION ALL SELECT 'orphaned', o.state, NULL, o.n, 0, 0, NULL, "
+                f"o.oldest, NULL FROM ({orphans}) o",
+                [now, now, recent, now, *orphan_params],
+            )
             return list(cursor.fetchall())
+
+    def orphans(self, now: dt.datetime) -> tuple[str, tuple[Any, ...]]:
+        """SQL of the orphans recovery takes over at ``now``, counted by state: compiled from
+        ``RayTaskExecution.objects.orphaned`` so the gauge and recovery cannot disagree."""
+        from django.db.models import Count, Min
+
+        from django_ray.conf import ray_settings
+        from django_ray.models import RayTaskExecution
+
+        stuck = float(ray_settings().STUCK_TASK_TIMEOUT_SECONDS)
+        rows = (
+            RayTaskExecution.objects.using(self.using)
+            .orphaned(stuck, now)
+            .order_by()
+            .values("state")
+            .annotate(n=Count("id"), oldest=Min("last_heartbeat_at"))
+        )
+        return rows.query.get_compiler(using=self.using).as_sql()
 
     def now(self) -> dt.datetime:
         """The scrape's reference time (aware, UTC)."""
@@ -260,7 +280,8 @@ class DatabaseCollector(Collector):
         )
         orphan_family = GaugeMetricFamily(
             "django_ray_tasks_orphaned",
-            "RUNNING/CANCELLING rows whose claimed_by_worker has no active, unexpired lease.",
+            "RUNNING/CANCELLING rows recovery takes over: no live lease, no heartbeat for "
+            "STUCK_TASK_TIMEOUT_SECONDS (Ray Job rows: one more after their owner's lease ended).",
             labels=["state"],
         )
         for state in OWNED_STATES:

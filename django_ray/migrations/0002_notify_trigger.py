@@ -2,7 +2,7 @@
 
 from django.db import migrations
 
-from django_ray.sql import DROP_NOTIFY_TRIGGER_SQL, NOTIFY_TRIGGER_SQL
+from django_ray.lifecycle.statements import DROP_NOTIFY_TRIGGER_SQL, NOTIFY_TRIGGER_SQL
 
 
 def install(apps, schema_editor):  # type: ignore[no-untyped-def]

@@ -2,7 +2,7 @@
 
 * The submission id is :func:`django_ray.jobs.submission_id` (task id + attempt), so retrying a
   submit can never start a second job for the same attempt (Ray refuses a duplicate id).
-* ``ray_job_id`` is written on the row (:func:`~django_ray.transitions.attach_ray_jobs`) before
+* ``ray_job_id`` is written on the row (:func:`~django_ray.lifecycle.adopt.attach_ray_jobs`) before
   the job is submitted, so a job can never run without its row pointing at it.
 * The entrypoint is ``<python> -m django_ray.jobs <execution_id> <attempt>``: the task's arguments
   never pass through a shell string; the job reads its row.
@@ -39,10 +39,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django_ray import jobs, transitions
+from django_ray import jobs
 from django_ray.conf import ray_settings
-from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
-from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
+from django_ray.lifecycle import adopt
+from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind, lost
 from django_ray.ray_auth import auth_headers
 from django_ray.runners.base import Finished, ProcessContext, Runner, RunnerUnavailable
 from django_ray.timeouts import timed_out
@@ -280,7 +280,9 @@ class RayJobRunner(Runner):
         if not tasks:
             return
         ids = {t.id: jobs.submission_id(t.task_id, t.attempt_number) for t in tasks}
-        attached = transitions.attach_ray_jobs([(t.id, t.attempt_number, ids[t.id]) for t in tasks])
+        attached = adopt.attach_ray_jobs(
+            [(t.id, t.attempt_number, ids[t.id]) for t in tasks], "default"
+        )
         now = time.monotonic()
         for task in tasks:
             if task.id not in attached:
@@ -461,52 +463,14 @@ class RayJobRunner(Runner):
     def _row_outcome(self, job: _Job, lost_message: str) -> Outcome:
         """The outcome of an ended job: what it recorded itself, or what the worker records."""
         task = job.task
-        row = (
-            RayTaskExecution.objects.filter(pk=task.id)
-            .values("state", "attempt_number", "ray_job_id")
-            .first()
-        )
-        unrecorded = (
-            row is not None
-            and row["attempt_number"] == task.attempt_number
-            and row["ray_job_id"] == job.submission_id
-            and row["state"] in (TaskState.RUNNING, TaskState.CANCELLING)
-        )
-        if unrecorded:
-            if job.timed_out:
-                return timed_out(task)
-            if job.cancel_requested or row["state"] == TaskState.CANCELLING:  # type: ignore[index]
-                return Outcome(task.id, task.attempt_number, OutcomeKind.CANCELLED)
-            return Outcome(
-                task.id,
-                task.attempt_number,
-                OutcomeKind.LOST,
-                error_class_path="django_ray.RayJobLost",
-                error_message=lost_message[:4000],
-            )
-        attempt = (
-            TaskAttempt.objects.filter(execution_id=task.id, attempt_number=task.attempt_number)
-            .values("state", "error_class_path", "error_message")
-            .first()
-        )
-        attempt_state = attempt["state"] if attempt else (row["state"] if row else "")
-        kind = {
-            TaskState.SUCCEEDED: OutcomeKind.SUCCEEDED,
-            TaskState.CANCELLED: OutcomeKind.CANCELLED,
-            TaskState.LOST: OutcomeKind.LOST,
-        }.get(attempt_state, OutcomeKind.FAILED)
-        if row is None or row["attempt_number"] != task.attempt_number:
-            new_state = TaskState.QUEUED
-        else:
-            new_state = row["state"]
-        return Outcome(
-            task.id,
-            task.attempt_number,
-            kind,
-            error_class_path=attempt["error_class_path"] if attempt else None,
-            error_message=attempt["error_message"] if attempt else None,
-            recorded_state=str(new_state),
-        )
+        row = adopt.read_job_row(task, job.submission_id, "default")
+        if row.recorded is not None:
+            return row.recorded
+        if job.timed_out:
+            return timed_out(task)
+        if job.cancel_requested or row.cancelling:
+            return Outcome(task.id, task.attempt_number, OutcomeKind.CANCELLED)
+        return lost(task, lost_message[:4000], "django_ray.RayJobLost")
 
     def cancel(self, execution_ids: Iterable[int]) -> None:
         for execution_id in execution_ids:
@@ -554,7 +518,7 @@ class RayJobRunner(Runner):
         if not self._connected:
             return 0
         adopted = 0
-        for orphan in transitions.ray_job_orphans(worker_id, using=using):
+        for orphan in adopt.ray_job_orphans(worker_id, using):
             if orphan.id in self._jobs:
                 continue
             try:
@@ -564,7 +528,7 @@ class RayJobRunner(Runner):
                 continue
             if details is None:
                 continue  # unknown to Ray: ages into stuck-task recovery
-            task = transitions.adopt_ray_job(worker_id, orphan, using)
+            task = adopt.adopt_ray_job(worker_id, orphan, using)
             if task is None:
                 continue  # another worker was faster
             now = time.monotonic()

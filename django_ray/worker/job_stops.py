@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from django_ray.backoff import capped_backoff
 from django_ray.runners.ray_job import JobsApiError, JobsApiUnreachable, JobsClient
 
 logger = logging.getLogger("django_ray.worker")
@@ -37,7 +38,7 @@ class RecoveredJobStopper:
         self._address = address
         self._pending: dict[str, float] = {}  # job id -> monotonic time first asked to stop
         self._retry_at = 0.0
-        self._backoff = RETRY_MIN_SECONDS
+        self._failures = 0  # unanswered passes in a row (the backoff's attempt number)
         self._down_since: float | None = None
 
     @property
@@ -98,7 +99,7 @@ class RecoveredJobStopper:
                 extra={"worker_id": self.worker_id},
             )
         self._down_since = None
-        self._backoff = RETRY_MIN_SECONDS
+        self._failures = 0
         self._retry_at = 0.0
 
     def _unreachable(self, address: str, exc: Exception, now: float) -> None:
@@ -125,5 +126,5 @@ class RecoveredJobStopper:
             )
         if self._down_since is None:
             self._down_since = now
-        self._retry_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, RETRY_MAX_SECONDS)
+        self._failures += 1
+        self._retry_at = now + capped_backoff(self._failures, RETRY_MIN_SECONDS, RETRY_MAX_SECONDS)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from django.db import DatabaseError, connections
 
-from django_ray import transitions
+from django_ray.lifecycle import leases
 
 logger = logging.getLogger("django_ray.worker")
 
@@ -34,18 +34,15 @@ class LeaseKeeper(threading.Thread):
         self.monitored_ids = monitored_ids
         self.using = using
         self.lost = threading.Event()
-        self.beats = 0
         self._stop = threading.Event()
 
     def stop(self) -> None:
         self._stop.set()
 
     def beat(self) -> bool:
-        ok = transitions.heartbeat(
+        return leases.heartbeat(
             self.worker_id, self.lease_seconds, self.monitored_ids(), self.using
         )
-        self.beats += 1
-        return ok
 
     def run(self) -> None:
         try:

@@ -16,10 +16,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError, InterfaceError, connections
+from django.db import DatabaseError, connections
 
-from django_ray import sdnotify, transitions
+from django_ray import sdnotify
+from django_ray.backoff import capped_backoff
 from django_ray.conf import ray_settings
+from django_ray.lifecycle import claim, leases, operator, record, recover
 from django_ray.metrics import worker as worker_metrics
 from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
 from django_ray.results import store_if_oversized
@@ -135,7 +137,7 @@ class Worker:
         self.shutdown.install(self.wake)
         faults.install()
         queues = ",".join(self.queues) if self.queues is not None else "*"
-        transitions.register_lease(
+        leases.register_lease(
             self.worker_id,
             socket.gethostname(),
             os.getpid(),
@@ -172,7 +174,7 @@ class Worker:
             worker_metrics.set_ray_connected(False)
             logger.error("%s", exc, extra={"worker_id": self.worker_id})
             self._stop_threads()
-            transitions.release_lease(self.worker_id, self.using)
+            leases.release_lease(self.worker_id, self.using)
             return EXIT_STARTUP_FAILED
         # ray.init() installs its own SIGTERM handler (it exits at once); ours must win.
         self.shutdown.install(self.wake)
@@ -254,7 +256,7 @@ class Worker:
             self._db_ok = True
             worker_metrics.record_loop_iteration()
             return True
-        except (DatabaseError, InterfaceError) as exc:
+        except record.TRANSIENT as exc:
             if self._db_ok:
                 logger.warning(
                     "database unavailable (%s); outcomes kept in memory, retrying",
@@ -263,6 +265,17 @@ class Worker:
                 )
             self._db_ok = False
             connections[self.using].close()
+            time.sleep(0.5)
+            return False
+        except DatabaseError as exc:
+            # Not "database down" (recording splits a batch on one row's bad data, so this is
+            # not an outcome): log it and go on; the next pass starts from the rows again.
+            logger.exception(
+                "database error in the worker loop (%s: %s); continuing",
+                type(exc).__name__,
+                exc,
+                extra={"worker_id": self.worker_id},
+            )
             time.sleep(0.5)
             return False
 
@@ -299,7 +312,7 @@ class Worker:
         return lost
 
     def _reconnect_runner(self) -> None:
-        backoff = 0.5
+        failures = 0
         while not self.shutdown.requested and not self.lease.lost.is_set():
             try:
                 self.runner.stop()
@@ -312,10 +325,11 @@ class Worker:
                 logger.warning("reconnected to Ray", extra={"worker_id": self.worker_id})
                 return
             except RunnerUnavailable as exc:
-                logger.warning("Ray still unavailable (%s); retrying in %.1fs", exc, backoff)
+                failures += 1
+                delay = capped_backoff(failures, 0.5, RECONNECT_BACKOFF_CAP)
+                logger.warning("Ray still unavailable (%s); retrying in %.1fs", exc, delay)
                 sdnotify.watchdog()  # the loop is alive; it is Ray that is down
-                self.shutdown.event.wait(backoff)
-                backoff = min(backoff * 2, RECONNECT_BACKOFF_CAP)
+                self.shutdown.event.wait(delay)
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -337,7 +351,7 @@ class Worker:
         self.wake.clear()
         self._last_poll = now
         limit = min(free, int(self.conf.CLAIM_BATCH_SIZE))
-        tasks = transitions.claim(self.worker_id, self.queues, limit, self.using)
+        tasks = claim.claim(self.worker_id, self.queues, limit, self.using)
         self._more_work = len(tasks) == limit
         if not tasks:
             return
@@ -360,7 +374,7 @@ class Worker:
         if not batch:
             return
         self._unrecorded = batch  # kept until the write succeeds (the database may be down)
-        report = transitions.record_outcomes(
+        report = record.record_outcomes(
             self.worker_id, batch, self.using, store_result=store_if_oversized
         )
         self._unrecorded = []
@@ -415,7 +429,7 @@ class Worker:
             self._log(logging.ERROR, "failed permanently", task, state, error)
 
     def _process_cancellations(self) -> None:
-        wanted = transitions.cancelling_rows(self.worker_id, self.using)
+        wanted = operator.cancelling_rows(self.worker_id, self.using)
         if not wanted:
             self._cancels_announced.clear()
             return
@@ -441,8 +455,13 @@ class Worker:
         reconcile = getattr(self.runner, "reconcile", None)
         if reconcile is not None and not self.shutdown.requested:
             reconcile(self.worker_id, self.using)  # adopt Ray Jobs of dead workers first
-        report = transitions.detect_stuck_tasks(
-            float(self.conf.STUCK_TASK_TIMEOUT_SECONDS), using=self.using
+        # Dead workers' orphans, then rows this worker owns but its runner no longer reports
+        # (dropped by an error): one report, so every recovered row's Ray Job gets stopped.
+        report = recover.recover(
+            self.worker_id,
+            self.runner.in_flight_ids(),
+            float(self.conf.STUCK_TASK_TIMEOUT_SECONDS),
+            self.using,
         )
         for worker_id in report.expired_leases:
             logger.warning(
@@ -450,20 +469,9 @@ class Worker:
                 worker_id,
                 extra={"worker_id": worker_id},
             )
-        # Rows this worker owns but its runner no longer reports (dropped by an error): their
-        # heartbeats stopped, so after the stuck timeout they take the same retry path.
-        untracked = transitions.recover_untracked(
-            self.worker_id,
-            self.runner.in_flight_ids(),
-            float(self.conf.STUCK_TASK_TIMEOUT_SECONDS),
-            self.using,
-        )
-        report.lost += untracked.lost
-        report.requeued += untracked.requeued
-        report.cancelled += untracked.cancelled
         self.job_stopper.add(report.ray_jobs)
         self.job_stopper.run()
-        recovered = len(report.lost) + len(report.cancelled)
+        recovered = report.recovered
         if recovered:
             self.stats.recovered += recovered
             logger.warning(
@@ -486,7 +494,7 @@ class Worker:
             while self.runner.in_flight_ids() and time.monotonic() < deadline:
                 try:
                     self._record(self._wait_runner(min(0.2, max(0.0, deadline - time.monotonic()))))
-                except (DatabaseError, InterfaceError):
+                except record.TRANSIENT:
                     time.sleep(0.2)
             leftover = self.runner.interrupt_all()
             if leftover:
@@ -503,7 +511,7 @@ class Worker:
         except Exception:
             logger.debug("runner stop failed", exc_info=True)
         try:
-            transitions.release_lease(self.worker_id, self.using)
+            leases.release_lease(self.worker_id, self.using)
         except DatabaseError as exc:
             logger.warning("could not release the lease (%s); it will expire", exc)
         logger.info(
@@ -520,7 +528,7 @@ class Worker:
             try:
                 self._record(finished)
                 return
-            except (DatabaseError, InterfaceError) as exc:
+            except record.TRANSIENT as exc:
                 logger.warning("recording outcomes at shutdown failed (%s); retrying", exc)
                 connections[self.using].close()
                 finished = []

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from django.db import connections
 
-from django_ray import sql
+from django_ray.backoff import capped_backoff
+from django_ray.lifecycle.statements import CANCEL_CHANNEL, NOTIFY_CHANNEL
 
 logger = logging.getLogger("django_ray.worker")
 
@@ -49,19 +50,19 @@ class WakeupListener(threading.Thread):
         params = connections[self.using].get_connection_params()
         params.pop("cursor_factory", None)
         params.pop("context", None)
-        backoff = 0.2
+        failures = 0
         while not self._stop.is_set():
             try:
                 with psycopg.connect(**params, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
-                    conn.execute(f"LISTEN {sql.CANCEL_CHANNEL}")
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    conn.execute(f"LISTEN {CANCEL_CHANNEL}")
                     self.connected.set()
                     # Anything enqueued while we were not listening must not wait for a poll.
                     self.work.set()
-                    backoff = 0.2
+                    failures = 0
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):
-                            if note.channel == sql.CANCEL_CHANNEL:
+                            if note.channel == CANCEL_CHANNEL:
                                 self.cancel.set()
                                 self.work.set()
                             elif self.queues is None or note.payload in self.queues:
@@ -70,6 +71,7 @@ class WakeupListener(threading.Thread):
                 self.connected.clear()
                 if self._stop.is_set():
                     return
-                logger.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                failures += 1
+                delay = capped_backoff(failures, 0.2, 5.0)
+                logger.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
+                time.sleep(delay)

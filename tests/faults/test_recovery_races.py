@@ -9,7 +9,7 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from django_ray import transitions
+from django_ray.lifecycle import adopt, claim, leases, operator, recover
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState, TaskWorkerLease
 from tests import tasks
 
@@ -23,11 +23,11 @@ def _dead_worker_rows(worker_id: str, count: int, with_jobs: bool = False) -> li
     """``count`` RUNNING rows owned by ``worker_id``, whose lease expired 60 s ago."""
     for i in range(count):
         tasks.record.enqueue(f"{worker_id}-{i}")
-    transitions.register_lease(worker_id, "host", 1, ["default"], "ray_core", 4, 5.0)
-    claimed = transitions.claim(worker_id, ["default"], count)
+    leases.register_lease(worker_id, "host", 1, ["default"], "ray_core", 4, 5.0)
+    claimed = claim.claim(worker_id, ["default"], count)
     assert len(claimed) == count
     if with_jobs:
-        transitions.attach_ray_jobs([(t.id, t.attempt_number, f"job-{t.id}") for t in claimed])
+        adopt.attach_ray_jobs([(t.id, t.attempt_number, f"job-{t.id}") for t in claimed], "default")
     old = timezone.now() - timedelta(seconds=60)
     TaskWorkerLease.objects.filter(worker_id=worker_id).update(
         expires_at=old, last_heartbeat_at=old
@@ -62,18 +62,18 @@ def _race(target) -> list[object]:
 def test_racing_detect_stuck_tasks_recovers_each_orphan_exactly_once():
     ids = _dead_worker_rows("dead-1", 300)
     # A live worker's rows with old heartbeats are not orphans: its lease is live.
-    transitions.register_lease("alive-1", "host", 2, ["default"], "ray_core", 4, 300.0)
+    leases.register_lease("alive-1", "host", 2, ["default"], "ray_core", 4, 300.0)
     tasks.record.enqueue("alive-row")
-    [alive] = transitions.claim("alive-1", ["default"], 1)
+    [alive] = claim.claim("alive-1", ["default"], 1)
     RayTaskExecution.objects.filter(pk=alive.id).update(
         last_heartbeat_at=timezone.now() - timedelta(seconds=60)
     )
 
-    reports = _race(lambda i: transitions.detect_stuck_tasks(3.0, limit=100))
+    reports = _race(lambda i: recover.detect_stuck_tasks(3.0, limit=100))
     recovered = [row_id for r in reports for row_id in r.lost]  # type: ignore[union-attr]
     # Every orphan exactly once overall (repeat until nobody finds more: limit=100 per call).
     while True:
-        more = transitions.detect_stuck_tasks(3.0, limit=100).lost
+        more = recover.detect_stuck_tasks(3.0, limit=100).lost
         if not more:
             break
         recovered.extend(more)
@@ -95,7 +95,7 @@ def test_racing_detect_stuck_tasks_recovers_each_orphan_exactly_once():
 def test_a_lost_row_out_of_attempts_stays_lost():
     [row_id] = _dead_worker_rows("dead-2", 1)
     RayTaskExecution.objects.filter(pk=row_id).update(max_attempts=1)
-    report = transitions.detect_stuck_tasks(3.0)
+    report = recover.detect_stuck_tasks(3.0)
     assert report.lost == [row_id] and report.requeued == []
     assert RayTaskExecution.objects.get(pk=row_id).state == S.LOST
 
@@ -103,8 +103,8 @@ def test_a_lost_row_out_of_attempts_stays_lost():
 def test_orphaned_cancelling_rows_end_cancelled():
     [row_id] = _dead_worker_rows("dead-3", 1)
     task_id = RayTaskExecution.objects.get(pk=row_id).task_id
-    assert transitions.request_cancel(task_id) == S.CANCELLING
-    report = transitions.detect_stuck_tasks(3.0)
+    assert operator.request_cancel(task_id) == S.CANCELLING
+    report = recover.detect_stuck_tasks(3.0)
     assert report.cancelled == [row_id]
     assert RayTaskExecution.objects.get(pk=row_id).state == S.CANCELLED
 
@@ -114,23 +114,23 @@ def test_ray_job_rows_wait_one_more_stuck_timeout_for_adoption():
     recent = timezone.now() - timedelta(seconds=1)
     TaskWorkerLease.objects.filter(worker_id="dead-4").update(expires_at=recent)
     # Lease ended 1 s ago: heartbeats are old, but an adopter still has time.
-    assert transitions.detect_stuck_tasks(3.0).lost == []
+    assert recover.detect_stuck_tasks(3.0).lost == []
     TaskWorkerLease.objects.filter(worker_id="dead-4").update(
         expires_at=timezone.now() - timedelta(seconds=4)
     )
-    assert sorted(transitions.detect_stuck_tasks(3.0).lost) == sorted(ids)
+    assert sorted(recover.detect_stuck_tasks(3.0).lost) == sorted(ids)
 
 
 def test_racing_adopters_adopt_each_job_exactly_once():
     ids = _dead_worker_rows("dead-5", 50, with_jobs=True)
     for i in range(RACERS):
-        transitions.register_lease(f"adopter-{i}", "host", 10 + i, None, "ray_job", 4, 300.0)
+        leases.register_lease(f"adopter-{i}", "host", 10 + i, None, "ray_job", 4, 300.0)
 
     def adopt_all(i: int) -> list[int]:
         me = f"adopter-{i}"
         adopted = []
-        for orphan in transitions.ray_job_orphans(me, limit=1000):
-            task = transitions.adopt_ray_job(me, orphan)
+        for orphan in adopt.ray_job_orphans(me, "default", limit=1000):
+            task = adopt.adopt_ray_job(me, orphan, "default")
             if task is not None:
                 assert task.attempt_number == orphan.attempt_number
                 adopted.append(task.id)
@@ -145,25 +145,25 @@ def test_racing_adopters_adopt_each_job_exactly_once():
     for i, r in enumerate(results):
         assert all(owners[row_id] == f"adopter-{i}" for row_id in r)  # type: ignore[union-attr]
     # Adopted rows have live owners now: stuck recovery leaves them alone.
-    assert transitions.detect_stuck_tasks(3.0).lost == []
-    assert transitions.ray_job_orphans("someone-else") == []
+    assert recover.detect_stuck_tasks(3.0).lost == []
+    assert adopt.ray_job_orphans("someone-else", "default") == []
     assert set(RayTaskExecution.objects.filter(pk__in=ids).values_list("state", flat=True)) == {
         S.RUNNING
     }
 
 
 def test_rows_a_live_worker_lost_track_of_are_recovered_after_the_stuck_timeout():
-    transitions.register_lease("alive-2", "host", 3, ["default"], "ray_core", 4, 300.0)
+    leases.register_lease("alive-2", "host", 3, ["default"], "ray_core", 4, 300.0)
     for i in range(3):
         tasks.record.enqueue(f"untracked-{i}")
-    a, b, c = transitions.claim("alive-2", ["default"], 3)
+    a, b, c = claim.claim("alive-2", ["default"], 3)
     old = timezone.now() - timedelta(seconds=60)
     RayTaskExecution.objects.filter(pk__in=[a.id, b.id]).update(last_heartbeat_at=old)
     # a: still tracked by the runner; b: dropped and stale; c: dropped but fresh (just claimed).
-    report = transitions.recover_untracked("alive-2", [a.id], 3.0)
+    report = recover.recover_untracked("alive-2", [a.id], 3.0)
     assert report.lost == [b.id] and report.requeued == [b.id]
     states = dict(RayTaskExecution.objects.values_list("id", "state"))
     assert states == {a.id: S.RUNNING, b.id: S.QUEUED, c.id: S.RUNNING}
     row = RayTaskExecution.objects.get(pk=b.id)
     assert "lost track of attempt 1" in row.error_message
-    assert transitions.detect_stuck_tasks(3.0).lost == []  # its owner is alive: not an orphan
+    assert recover.detect_stuck_tasks(3.0).lost == []  # its owner is alive: not an orphan

@@ -7,9 +7,9 @@ import time
 import pytest
 
 import django_ray
+from django_ray.lifecycle import IllegalTransition
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
 from django_ray.runners.ray_job import JobsClient
-from django_ray.transitions import IllegalTransition
 from tests import tasks
 from tests.conftest import wait_until
 from tests.faults.conftest import job_mode_env, report, timed_wait
@@ -47,7 +47,7 @@ def test_a_task_that_hangs_past_its_timeout_fails_with_timed_out(
     elapsed = timed_wait(lambda: _state(hung) == TaskState.FAILED, 60, explain=worker.log)
     row = RayTaskExecution.objects.get(task_id=hung.id)
     assert "timed out after 2 seconds" in row.error_message, row.error_message
-    assert row.error_class_path == "builtins.TimeoutError"
+    assert row.error_class_path == "django_ray.TaskTimedOut"
     history = list(TaskAttempt.objects.filter(execution=row).values_list("state", flat=True))
     assert history == [TaskState.FAILED]
     wait_until(lambda: _state(fine) == TaskState.SUCCEEDED, 60, explain=worker.log)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from django_ray import transitions
+from django_ray.lifecycle import operator
 from django_ray.models import RayTaskExecution, TaskState
 from tests import tasks
 from tests.conftest import wait_until
@@ -28,7 +28,7 @@ def test_cancelling_a_long_task_does_not_rerun_or_delay_its_neighbours(start_wor
     # Both short tasks finish while the long one is still running: not queued behind it.
     wait_until(neighbours_done, 90, explain=worker.log)
     assert RayTaskExecution.objects.get(task_id=long.id).state == TaskState.RUNNING
-    transitions.request_cancel(long.id)
+    operator.request_cancel(long.id)
     wait_until(
         lambda: RayTaskExecution.objects.get(task_id=long.id).state == TaskState.CANCELLED,
         60,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from django_ray import transitions
+from django_ray.lifecycle import claim, operator
 from django_ray.models import TaskState
 from django_ray.outcomes import ClaimedTask, OutcomeKind
 from django_ray.runners.base import Finished, Runner
@@ -161,13 +161,13 @@ def test_a_ray_job_stop_that_was_lost_is_sent_again(ray_head) -> None:
     real_client = runner.client
     lossy = FirstJobStopLost(real_client)
     runner.client = lossy
-    [claimed] = transitions.claim("lost-stop-worker", None, 1)
+    [claimed] = claim.claim("lost-stop-worker", None, 1)
     runner.submit([claimed])
     submission_id = runner._jobs[claimed.id].submission_id
     try:
         # The job's body runs (not merely its entrypoint starting up).
         wait_until(lambda: TaskProbe.objects.filter(name="lost-job-stop-started").exists(), 120)
-        assert transitions.request_cancel(result.id) == TaskState.CANCELLING
+        assert operator.request_cancel(result.id) == TaskState.CANCELLING
         runner.cancel([claimed.id])
         finished = _wait_for_outcome(runner, STOP_WITHIN_SECONDS)
     finally:

@@ -12,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from django_ray import transitions
+from django_ray.lifecycle import leases
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState, TaskWorkerLease
 from tests import tasks
 
@@ -41,7 +41,7 @@ def history(start_worker):  # type: ignore[no-untyped-def]
     _work(start_worker)
     tasks.noop.enqueue()
     tasks.noop.using(queue_name="slow").enqueue()
-    transitions.register_lease("ghost-1", "host-x", 99, ["slow"], "ray_core", 2, 1.0)
+    leases.register_lease("ghost-1", "host-x", 99, ["slow"], "ray_core", 2, 1.0)
     TaskWorkerLease.objects.filter(worker_id="ghost-1").update(
         expires_at=timezone.now() - timedelta(minutes=2),
         last_heartbeat_at=timezone.now() - timedelta(minutes=3),
@@ -64,9 +64,9 @@ def test_status_json_reflects_live_data(history, settings) -> None:  # type: ign
     queues = {q["queue"]: q for q in status["queues"]}
     assert queues["default"]["queued"] == 1 and queues["slow"]["queued"] == 1
     assert queues["default"]["active_workers"] == 0
-    leases = {lease["worker_id"]: lease for lease in status["leases"]}
-    assert leases["ghost-1"]["status"] == "stale"
-    assert leases["ghost-1"]["heartbeat_age_seconds"] >= 179
+    by_worker = {lease["worker_id"]: lease for lease in status["leases"]}
+    assert by_worker["ghost-1"]["status"] == "stale"
+    assert by_worker["ghost-1"]["heartbeat_age_seconds"] >= 179
     assert status["ray"]["reachable"] is True
     failures = status["failures"]
     assert failures["failed_terminal"] == 3
@@ -86,17 +86,15 @@ def test_status_spots_a_dead_local_worker_process(history) -> None:  # type: ign
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # reaped: its pid no longer runs
-    transitions.register_lease(
-        "crashed-1", socket.gethostname(), dead.pid, ["default"], "sync", 1, 60.0
-    )
-    transitions.register_lease(
+    leases.register_lease("crashed-1", socket.gethostname(), dead.pid, ["default"], "sync", 1, 60.0)
+    leases.register_lease(
         "alive-1", socket.gethostname(), os.getpid(), ["default"], "sync", 1, 60.0
     )
     status = json.loads(run("django_ray_status", "--json", "--no-ray-probe"))
-    leases = {lease["worker_id"]: lease for lease in status["leases"]}
-    assert leases["crashed-1"]["process"] == "gone"
-    assert leases["alive-1"]["process"] == "alive"
-    assert leases["ghost-1"]["process"] == "remote"  # host-x is not this machine
+    by_worker = {lease["worker_id"]: lease for lease in status["leases"]}
+    assert by_worker["crashed-1"]["process"] == "gone"
+    assert by_worker["alive-1"]["process"] == "alive"
+    assert by_worker["ghost-1"]["process"] == "remote"  # host-x is not this machine
     workers = next(c for c in status["checks"] if c["name"] == "workers")
     assert workers["status"] == "warn" and "crashed-1" in workers["detail"]
     text = run("django_ray_status", "--no-ray-probe")

@@ -13,7 +13,7 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from django_ray import transitions
+from django_ray.lifecycle import claim, leases
 from django_ray.metrics.db import DatabaseCollector
 from django_ray.metrics.views import metrics_view
 from django_ray.models import RayTaskExecution
@@ -51,9 +51,9 @@ def _seed(start_worker) -> None:  # type: ignore[no-untyped-def]
     tasks.noop.using(queue_name="other").enqueue()
     tasks.noop.using(queue_name="other", run_after=timezone.now() + timedelta(hours=1)).enqueue()
     # A RUNNING row claimed by a worker whose lease expired: an orphan and a stale lease.
-    transitions.register_lease("dead-worker", "host-x", 4242, ["slow"], "sync", 1, 1.0)
+    leases.register_lease("dead-worker", "host-x", 4242, ["slow"], "sync", 1, 1.0)
     tasks.noop.using(queue_name="slow").enqueue()
-    claimed = transitions.claim("dead-worker", ["slow"], 1)
+    claimed = claim.claim("dead-worker", ["slow"], 1)
     assert len(claimed) == 1
     RayTaskExecution.objects.filter(task_id=claimed[0].task_id).update(
         last_heartbeat_at=timezone.now() - timedelta(minutes=5)

@@ -74,17 +74,17 @@ ORPHAN_SCENARIO = """
 import json
 from datetime import timedelta
 from django.utils import timezone
-from django_ray import transitions
+from django_ray.lifecycle import adopt, claim, leases, recover
 from django_ray.models import RayTaskExecution, TaskWorkerLease
 from demo.tasks import add
 
 def dead_rows(worker, count, with_jobs):
     for i in range(count):
         add.enqueue(i, i)
-    transitions.register_lease(worker, "host", 1, ["default"], "ray_job", 4, 5.0)
-    claimed = transitions.claim(worker, ["default"], count)
+    leases.register_lease(worker, "host", 1, ["default"], "ray_job", 4, 5.0)
+    claimed = claim.claim(worker, ["default"], count)
     if with_jobs:
-        transitions.attach_ray_jobs([(t.id, t.attempt_number, f"job-{t.id}") for t in claimed])
+        adopt.attach_ray_jobs([(t.id, t.attempt_number, f"job-{t.id}") for t in claimed], "default")
     old = timezone.now() - timedelta(seconds=60)
     RayTaskExecution.objects.filter(claimed_by_worker=worker).update(last_heartbeat_at=old)
     return sorted(t.id for t in claimed)
@@ -93,9 +93,9 @@ jobs = dead_rows("dead-jobs", 2, True)
 plain = dead_rows("dead-plain", 2, False)
 recent = timezone.now() - timedelta(seconds=1)
 TaskWorkerLease.objects.update(expires_at=recent, last_heartbeat_at=recent)
-first = sorted(transitions.detect_stuck_tasks(3.0).lost)
+first = sorted(recover.detect_stuck_tasks(3.0).lost)
 TaskWorkerLease.objects.update(expires_at=timezone.now() - timedelta(seconds=4), stopped_at=None)
-second = sorted(transitions.detect_stuck_tasks(3.0).lost)
+second = sorted(recover.detect_stuck_tasks(3.0).lost)
 print(json.dumps({"jobs": jobs, "plain": plain, "first": first, "second": second}))
 """
 

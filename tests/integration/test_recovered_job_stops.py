@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.utils import timezone
 
-from django_ray import transitions
+from django_ray.lifecycle import adopt, claim, leases
 from django_ray.models import RayTaskExecution, TaskState, TaskWorkerLease
 from django_ray.worker import job_stops
 from django_ray.worker.job_stops import RecoveredJobStopper
@@ -87,11 +87,11 @@ def _rows_of_a_dead_ray_job_worker(worker_id: str, count: int) -> list[str]:
     """``count`` RUNNING rows with Ray Jobs, owned by a worker whose lease ended 60 s ago."""
     for i in range(count):
         tasks.record.enqueue(f"{worker_id}-{i}")
-    transitions.register_lease(worker_id, "host", 1, ["default"], "ray_job", 4, 5.0)
-    claimed = transitions.claim(worker_id, ["default"], count)
+    leases.register_lease(worker_id, "host", 1, ["default"], "ray_job", 4, 5.0)
+    claimed = claim.claim(worker_id, ["default"], count)
     job_ids = [f"job-{worker_id}-{t.id}" for t in claimed]
-    transitions.attach_ray_jobs(
-        [(t.id, t.attempt_number, job) for t, job in zip(claimed, job_ids, strict=True)]
+    adopt.attach_ray_jobs(
+        [(t.id, t.attempt_number, job) for t, job in zip(claimed, job_ids, strict=True)], "default"
     )
     old = timezone.now() - timedelta(seconds=60)
     TaskWorkerLease.objects.filter(worker_id=worker_id).update(
@@ -169,3 +169,35 @@ def test_a_refused_stop_waits_for_the_backoff(jobs_api) -> None:
     stopper._retry_at = 0.0  # the backoff ran out
     stopper.run()
     assert jobs_api.stopped == ["job-1"] and stopper.pending == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ray_jobs_of_rows_a_live_worker_lost_track_of_are_stopped(start_worker, jobs_api) -> None:  # type: ignore[no-untyped-def]
+    """The worker's recovery pass merges both reports whole: the Ray Jobs of its own untracked
+    rows (recover_untracked) are stopped too, not only those of dead workers' rows."""
+    jobs_api.listen()
+    settings = json.dumps({"RAY_ADDRESS": jobs_api.url})
+    worker = start_worker(
+        "--sync", "--queue", "default", env={"DJANGO_RAY_TEST_SETTINGS": settings}
+    )
+    wait_until(
+        lambda: TaskWorkerLease.objects.filter(pid=worker.pid).exists(), 60, explain=worker.log
+    )
+    worker_id = TaskWorkerLease.objects.get(pid=worker.pid).worker_id
+    for i in range(2):
+        tasks.record.using(queue_name="other").enqueue(f"untracked-{i}")
+    # Rows owned by the live worker that its runner never heard of (as after a dropped result).
+    claimed = claim.claim(worker_id, ["other"], 2)
+    job_ids = [f"job-untracked-{t.id}" for t in claimed]
+    adopt.attach_ray_jobs(
+        [(t.id, t.attempt_number, job) for t, job in zip(claimed, job_ids, strict=True)], "default"
+    )
+    old = timezone.now() - timedelta(seconds=60)
+    RayTaskExecution.objects.filter(pk__in=[t.id for t in claimed]).update(last_heartbeat_at=old)
+    wait_until(lambda: sorted(jobs_api.stopped) == sorted(job_ids), 60, explain=worker.log)
+    assert set(
+        RayTaskExecution.objects.filter(pk__in=[t.id for t in claimed]).values_list(
+            "state", flat=True
+        )
+    ) == {TaskState.QUEUED}
+    assert worker.stop() == 0, worker.log()

@@ -21,9 +21,9 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from django_ray import transitions
 from django_ray.conf import SETTINGS
 from django_ray.journald import JournalHandler, decode_message
+from django_ray.lifecycle import claim, leases, operator
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState, TaskWorkerLease
 from tests import tasks
 from tests.unit.test_monitoring import exported_names
@@ -82,11 +82,11 @@ def incident(start_worker) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     tasks.noop.enqueue()
     tasks.noop.using(run_after=timezone.now() + timedelta(hours=1)).enqueue()
     # A dead worker with two claimed rows: one stays RUNNING, one is being cancelled.
-    transitions.register_lease("dead-worker", "host-x", 4242, ["slow"], "ray_core", 2, 1.0)
+    leases.register_lease("dead-worker", "host-x", 4242, ["slow"], "ray_core", 2, 1.0)
     tasks.noop.using(queue_name="slow").enqueue()
     tasks.noop.using(queue_name="slow").enqueue()
-    running, cancelling = transitions.claim("dead-worker", ["slow"], 2)
-    assert transitions.request_cancel(cancelling.task_id) == TaskState.CANCELLING
+    running, cancelling = claim.claim("dead-worker", ["slow"], 2)
+    assert operator.request_cancel(cancelling.task_id) == TaskState.CANCELLING
     RayTaskExecution.objects.filter(task_id=running.task_id).update(
         started_at=timezone.now() - timedelta(minutes=20),
         last_heartbeat_at=timezone.now() - timedelta(minutes=15),

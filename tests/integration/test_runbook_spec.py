@@ -16,7 +16,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from django_ray import transitions
+from django_ray.lifecycle import claim, leases, record
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState, TaskWorkerLease
 from django_ray.outcomes import Outcome, OutcomeKind
 from tests import tasks
@@ -83,8 +83,8 @@ def _populate() -> dict[str, str]:
     ids: dict[str, str] = {}
     ids["done"] = tasks.add.enqueue(1, 1).id
     ids["bad"] = tasks.fail_permanent.enqueue().id
-    [done, bad] = sorted(transitions.claim("w-old", ["default"], 2), key=lambda t: t.id)
-    transitions.record_outcomes(
+    [done, bad] = sorted(claim.claim("w-old", ["default"], 2), key=lambda t: t.id)
+    record.record_outcomes(
         "w-old",
         [
             (done, Outcome(done.id, 1, OutcomeKind.SUCCEEDED, "2")),
@@ -93,14 +93,14 @@ def _populate() -> dict[str, str]:
     )
     ids["old"] = tasks.sleep_for.enqueue(1).id
     ids["new"] = tasks.sleep_for.using(queue_name="other").enqueue(1).id
-    transitions.claim("w-busy", None, 2)
+    claim.claim("w-busy", None, 2)
     RayTaskExecution.objects.filter(task_id=ids["old"]).update(
         started_at=timezone.now() - datetime.timedelta(minutes=11)
     )
     ids["q1"] = tasks.add.enqueue(2, 2).id
     ids["q2"] = tasks.add.enqueue(3, 3).id
     for worker, age, active in [("w-busy", 1, True), ("w-old", 600, False)]:
-        lease = transitions.register_lease(worker, "host-a", 4242, ["default", "other"], "x", 2, 30)
+        lease = leases.register_lease(worker, "host-a", 4242, ["default", "other"], "x", 2, 30)
         TaskWorkerLease.objects.filter(pk=lease.pk).update(
             last_heartbeat_at=timezone.now() - datetime.timedelta(seconds=age), is_active=active
         )

@@ -7,10 +7,9 @@ import datetime
 import pytest
 from django.utils import timezone
 
-from django_ray import transitions
+from django_ray.lifecycle import IllegalTransition, claim, operator, record
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
 from django_ray.outcomes import Outcome, OutcomeKind
-from django_ray.transitions import IllegalTransition
 from tests import tasks
 
 # transaction=True: the claim compares run_after with now(), which inside one long test
@@ -22,8 +21,8 @@ S = TaskState
 
 def _succeed(worker: str = "w1") -> str:
     result = tasks.add.enqueue(1, 2)
-    [claimed] = transitions.claim(worker, ["default"], 1)
-    report = transitions.record_outcomes(
+    [claimed] = claim.claim(worker, ["default"], 1)
+    report = record.record_outcomes(
         worker,
         [(claimed, Outcome(claimed.id, claimed.attempt_number, OutcomeKind.SUCCEEDED, "3"))],
     )
@@ -33,7 +32,7 @@ def _succeed(worker: str = "w1") -> str:
 
 def _fail(worker: str = "w1") -> str:
     result = tasks.fail_permanent.enqueue()
-    [claimed] = transitions.claim(worker, ["default"], 1)
+    [claimed] = claim.claim(worker, ["default"], 1)
     outcome = Outcome(
         claimed.id,
         claimed.attempt_number,
@@ -43,7 +42,7 @@ def _fail(worker: str = "w1") -> str:
         error_traceback="Traceback...\nPermanentError: no\n",
         retryable=False,
     )
-    transitions.record_outcomes(worker, [(claimed, outcome)])
+    record.record_outcomes(worker, [(claimed, outcome)])
     assert RayTaskExecution.objects.get(task_id=result.id).state == S.FAILED
     return result.id
 
@@ -64,30 +63,30 @@ def test_claim_takes_priority_then_fifo_and_only_due_rows_of_its_queues() -> Non
             priority=prio, queue_name=queue, run_after=now + datetime.timedelta(seconds=delay)
         )
         ids[task.enqueue(name).id] = name
-    claimed = transitions.claim("w1", ["default"], 10)
+    claimed = claim.claim("w1", ["default"], 10)
     assert [ids[c.task_id] for c in claimed] == ["high", "mid1", "mid2", "mid3", "low"]
     assert all(c.attempt_number == 1 and c.worker_ids == ["w1"] for c in claimed)
     rows = RayTaskExecution.objects.filter(task_id__in=[c.task_id for c in claimed])
     assert {r.state for r in rows} == {S.RUNNING}
     assert {r.claimed_by_worker for r in rows} == {"w1"}
-    assert transitions.claim("w2", ["default"], 10) == []  # the future row is not due
-    [other] = transitions.claim("w2", None, 10)  # all queues
+    assert claim.claim("w2", ["default"], 10) == []  # the future row is not due
+    [other] = claim.claim("w2", None, 10)  # all queues
     assert ids[other.task_id] == "elsewhere"
 
 
 def test_claim_respects_the_limit() -> None:
     for i in range(5):
         tasks.add.enqueue(i, i)
-    assert len(transitions.claim("w1", ["default"], 2)) == 2
-    assert len(transitions.claim("w2", ["default"], 10)) == 3
-    assert transitions.claim("w3", ["default"], 0) == []
+    assert len(claim.claim("w1", ["default"], 2)) == 2
+    assert len(claim.claim("w2", ["default"], 10)) == 3
+    assert claim.claim("w3", ["default"], 0) == []
 
 
 def test_outcome_of_a_row_not_owned_is_refused() -> None:
     tasks.add.enqueue(1, 2)
-    [claimed] = transitions.claim("owner", ["default"], 1)
+    [claimed] = claim.claim("owner", ["default"], 1)
     outcome = Outcome(claimed.id, claimed.attempt_number, OutcomeKind.SUCCEEDED, "3")
-    report = transitions.record_outcomes("intruder", [(claimed, outcome)])
+    report = record.record_outcomes("intruder", [(claimed, outcome)])
     assert report.states == {} and report.not_owned == [claimed.id]
     row = RayTaskExecution.objects.get(pk=claimed.id)
     assert row.state == S.RUNNING and row.result_data is None
@@ -96,20 +95,20 @@ def test_outcome_of_a_row_not_owned_is_refused() -> None:
 
 def test_outcome_of_a_stale_attempt_is_refused() -> None:
     tasks.add.enqueue(1, 2)
-    [claimed] = transitions.claim("owner", ["default"], 1)
+    [claimed] = claim.claim("owner", ["default"], 1)
     stale = Outcome(claimed.id, claimed.attempt_number + 1, OutcomeKind.SUCCEEDED, "3")
     claimed.attempt_number += 1  # pretend a later attempt: the row is still at attempt 1
-    report = transitions.record_outcomes("owner", [(claimed, stale)])
+    report = record.record_outcomes("owner", [(claimed, stale)])
     assert report.not_owned == [claimed.id]
     assert RayTaskExecution.objects.get(pk=claimed.id).state == S.RUNNING
 
 
 def test_outcome_twice_is_recorded_once() -> None:
     tasks.add.enqueue(1, 2)
-    [claimed] = transitions.claim("owner", ["default"], 1)
+    [claimed] = claim.claim("owner", ["default"], 1)
     outcome = Outcome(claimed.id, claimed.attempt_number, OutcomeKind.SUCCEEDED, "3")
-    assert transitions.record_outcomes("owner", [(claimed, outcome)]).states
-    again = transitions.record_outcomes("owner", [(claimed, outcome)])
+    assert record.record_outcomes("owner", [(claimed, outcome)]).states
+    again = record.record_outcomes("owner", [(claimed, outcome)])
     assert again.not_owned == [claimed.id]
     assert TaskAttempt.objects.filter(execution_id=claimed.id).count() == 1
 
@@ -117,7 +116,7 @@ def test_outcome_twice_is_recorded_once() -> None:
 def test_illegal_manual_transition_is_refused_and_explained() -> None:
     result = tasks.add.enqueue(1, 2)
     with pytest.raises(IllegalTransition) as info:
-        transitions.transition(result.id, S.SUCCEEDED)
+        operator.transition(result.id, S.SUCCEEDED)
     assert str(info.value) == (
         f"Task {result.id}: cannot move from QUEUED to SUCCEEDED; "
         "from QUEUED it may only move to CANCELLED, RUNNING."
@@ -130,48 +129,53 @@ def test_illegal_manual_transition_is_refused_and_explained() -> None:
 def test_succeeded_is_terminal(target: str) -> None:
     task_id = _succeed()
     with pytest.raises(IllegalTransition, match="may only move to nothing \\(terminal\\)"):
-        transitions.transition(task_id, target)
+        operator.transition(task_id, target)
     assert RayTaskExecution.objects.get(task_id=task_id).state == S.SUCCEEDED
 
 
 def test_operator_retry_of_a_succeeded_task_is_refused_atomically() -> None:
     ok, failed = _succeed(), _fail()
-    with pytest.raises(IllegalTransition, match="cannot move from SUCCEEDED to QUEUED"):
-        transitions.retry_tasks([failed, ok])
+    with pytest.raises(
+        IllegalTransition,
+        match="is SUCCEEDED: an operator may requeue only FAILED, LOST, CANCELLED",
+    ):
+        operator.retry_tasks([failed, ok])
     # Nothing moved, not even the FAILED row that could have been retried.
     assert RayTaskExecution.objects.get(task_id=failed).state == S.FAILED
-    assert transitions.retry_tasks([failed]) == [failed]
+    assert operator.retry_tasks([failed]) == [failed]
     row = RayTaskExecution.objects.get(task_id=failed)
     assert row.state == S.QUEUED and row.claimed_by_worker is None and row.finished_at is None
 
 
 def test_cancel_of_finished_tasks_is_refused() -> None:
     for task_id in (_succeed(), _fail()):
-        with pytest.raises(IllegalTransition, match="to CANCELLING"):
-            transitions.request_cancel(task_id)
+        with pytest.raises(
+            IllegalTransition, match="only QUEUED or RUNNING tasks can be cancelled"
+        ):
+            operator.request_cancel(task_id)
 
 
 def test_cancel_moves_queued_and_running_rows() -> None:
     queued = tasks.add.enqueue(1, 1)
-    assert transitions.request_cancel(queued.id) == S.CANCELLED
+    assert operator.request_cancel(queued.id) == S.CANCELLED
     running = tasks.add.enqueue(2, 2)
-    transitions.claim("w1", ["default"], 1)
-    assert transitions.request_cancel(running.id) == S.CANCELLING
-    assert transitions.request_cancel(running.id) == S.CANCELLING  # idempotent
+    claim.claim("w1", ["default"], 1)
+    assert operator.request_cancel(running.id) == S.CANCELLING
+    assert operator.request_cancel(running.id) == S.CANCELLING  # idempotent
     with pytest.raises(IllegalTransition, match="cannot move from CANCELLED to RUNNING"):
-        transitions.transition(queued.id, S.RUNNING)
+        operator.transition(queued.id, S.RUNNING)
 
 
 def test_queued_cannot_jump_to_failed_or_lost() -> None:
     result = tasks.add.enqueue(1, 1)
     for target in (S.FAILED, S.LOST, S.CANCELLING):
         with pytest.raises(IllegalTransition):
-            transitions.transition(result.id, target)
+            operator.transition(result.id, target)
 
 
 def test_retry_keeps_history_and_continues_attempt_numbers() -> None:
     task_id = _fail()
-    transitions.retry_tasks([task_id])
-    [claimed] = transitions.claim("w2", ["default"], 1)
+    operator.retry_tasks([task_id])
+    [claimed] = claim.claim("w2", ["default"], 1)
     assert claimed.attempt_number == 2 and claimed.worker_ids == ["w1", "w2"]
     assert list(TaskAttempt.objects.values_list("attempt_number", "state")) == [(1, S.FAILED)]

@@ -22,7 +22,7 @@ from django.tasks.base import TaskResult, TaskResultStatus
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.utils import timezone
 
-from django_ray import transitions
+from django_ray.lifecycle import operator
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState, TaskWorkerLease
 from tests import tasks
 from tests.conftest import WorkerProcess, wait_until, worker_env
@@ -116,7 +116,7 @@ def scenario(django_db_setup, django_db_blocker, ray_head, tmp_path_factory) -> 
             wait_until(
                 lambda: _row(r["cancel"]).state == TaskState.RUNNING, 120, explain=worker.log
             )
-            assert transitions.request_cancel(r["cancel"].id) == TaskState.CANCELLING
+            assert operator.request_cancel(r["cancel"].id) == TaskState.CANCELLING
             wait_until(
                 lambda: (
                     not RayTaskExecution.objects.filter(queue_name__in=["default", "slow"])
@@ -365,7 +365,7 @@ def test_per_task_max_attempts(scenario: Scenario) -> None:
 def test_timeout_stops_the_task(scenario: Scenario) -> None:
     row = _row(scenario.results["timeout"])
     assert row.state == TaskState.FAILED and row.attempt_number == 1
-    assert row.error_class_path == "builtins.TimeoutError"
+    assert row.error_class_path == "django_ray.TaskTimedOut"
     assert row.error_message == "Task tests.tasks.sleep_for timed out after 1 seconds"
     assert row.finished_at - row.started_at < datetime.timedelta(seconds=60)
 

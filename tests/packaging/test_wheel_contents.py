@@ -27,6 +27,7 @@ def wheel_names(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 def test_wheel_holds_the_library(wheel_names: list[str]) -> None:
     assert "django_ray/backends.py" in wheel_names
+    assert "django_ray/lifecycle/queries.sql" in wheel_names  # the lifecycle's statements
     assert any(name.startswith("django_ray/migrations/") for name in wheel_names)
 
 

@@ -1,7 +1,7 @@
 """``manage.py django_ray_requeue``: requeue FAILED/LOST/CANCELLED tasks in controlled batches.
 
 Dry run by default: it lists what it would requeue. ``--execute`` moves the rows through
-:func:`django_ray.transitions.retry_tasks` (row-locked; attempt history kept), ``--batch-size``
+:func:`django_ray.lifecycle.operator.retry_tasks` (row-locked; attempt history kept), ``--batch-size``
 rows per transaction, never more than ``--limit`` rows in one run.
 """
 
@@ -16,8 +16,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from django_ray.durations import parse_duration
+from django_ray.lifecycle.rules import RETRYABLE_BY_OPERATOR
 
-REQUEUEABLE = ("FAILED", "LOST", "CANCELLED")
+REQUEUEABLE = tuple(str(state) for state in RETRYABLE_BY_OPERATOR)
 MAX_LIMIT = 100_000
 
 
@@ -67,7 +68,7 @@ class Command(BaseCommand):
         parser.add_argument("--database", default="default", help="Database alias.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from django_ray import transitions
+        from django_ray.lifecycle import operator
         from django_ray.models import RayTaskExecution
 
         limit, batch_size = options["limit"], options["batch_size"]
@@ -136,10 +137,10 @@ class Command(BaseCommand):
         for start in range(0, len(selected), batch_size):
             batch = [row[0] for row in selected[start : start + batch_size]]
             try:
-                moved = transitions.retry_tasks(
+                moved = operator.retry_tasks(
                     batch, reset_attempts=options["reset_attempts"], using=using
                 )
-            except transitions.IllegalTransition as exc:
+            except operator.IllegalTransition as exc:
                 summary["failed_batches"].append({"first_task_id": batch[0], "error": str(exc)})
                 if verbose:
                     self.stderr.write(f"  batch starting {batch[0]} not requeued: {exc}")

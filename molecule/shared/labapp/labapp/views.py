@@ -64,13 +64,13 @@ def status(request: HttpRequest) -> HttpResponse:
 @require_POST
 def cancel(request: HttpRequest) -> HttpResponse:
     """POST {"tag": "x"} -> request cancellation of that tag's unfinished tasks."""
-    from django_ray import transitions
+    from django_ray.lifecycle import operator
 
     body = json.loads(request.body or b"{}")
     rows = RayTaskExecution.objects.filter(kwargs__tag=body.get("tag", ""))
     done = []
     for row in rows:
         if row.state in ("QUEUED", "RUNNING"):
-            transitions.request_cancel(row.task_id)
+            operator.request_cancel(row.task_id)
             done.append(row.task_id)
     return JsonResponse({"cancelled": done})

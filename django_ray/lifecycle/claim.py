@@ -1,0 +1,108 @@
+"""The claim: QUEUED -> RUNNING for a batch of due rows, and the ClaimedTask view of a row."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from django_ray.lifecycle import statements
+from django_ray.models import RayTaskExecution, TaskState
+from django_ray.outcomes import ClaimedTask
+
+
+def claim(
+    worker_id: str, queues: Sequence[str] | None, limit: int, using: str = "default"
+) -> list[ClaimedTask]:
+    """Claim up to ``limit`` due rows in priority order, FIFO among equals.
+
+    Each claimed task's ``started_at`` is the start of this attempt (the row's ``started_at``
+    stays the first attempt's).
+    """
+    if limit <= 0:
+        return []
+    if statements.is_postgres(using):
+        params = {
+            "worker": worker_id,
+            "all_queues": queues is None,
+            "queues": list(queues or []),
+            "limit": limit,
+        }
+        claimed = [_from_row(row) for row in statements.fetchall("claim_due", params, using)]
+    else:
+        claimed = _claim_portable(worker_id, queues, limit, using)
+    claimed.sort(key=lambda t: (-t.priority, t.run_after, t.id))
+    return claimed
+
+
+def _json(value: object) -> object:
+    # Django's PostgreSQL backend loads jsonb as text (it parses JSON in the field).
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _from_row(row: tuple[object, ...]) -> ClaimedTask:
+    task = ClaimedTask(*row)  # type: ignore[arg-type]
+    task.args = _json(task.args)  # type: ignore[assignment]
+    task.kwargs = _json(task.kwargs)  # type: ignore[assignment]
+    task.worker_ids = _json(task.worker_ids)  # type: ignore[assignment]
+    return task
+
+
+def _claim_portable(
+    worker_id: str, queues: Sequence[str] | None, limit: int, using: str
+) -> list[ClaimedTask]:
+    now = timezone.now()
+    rows = RayTaskExecution.objects.using(using)
+    with transaction.atomic(using=using):
+        due = list(rows.due(list(queues) if queues is not None else None, now)
+                   .order_by("-priority", "run_after", "id")[:limit])  # fmt: skip
+        claimed: list[ClaimedTask] = []
+        for row in due:
+            worker_ids = [*row.worker_ids, worker_id]
+            started = row.started_at or now
+            if not rows.filter(pk=row.pk, state=TaskState.QUEUED).update(
+                state=TaskState.RUNNING,
+                claimed_by_worker=worker_id,
+                started_at=started,
+                last_attempted_at=now,
+                last_heartbeat_at=now,
+                finished_at=None,
+                attempt_number=F("attempt_number") + 1,
+                worker_ids=worker_ids,
+            ):
+                continue
+            # Mirror the UPDATE on the loaded row instead of reading it back.
+            row.state, row.claimed_by_worker, row.worker_ids = (
+                TaskState.RUNNING,
+                worker_id,
+                worker_ids,
+            )
+            row.started_at, row.last_attempted_at = started, now
+            row.attempt_number += 1
+            claimed.append(claimed_task_from_row(row))
+    return claimed
+
+
+def claimed_task_from_row(row: RayTaskExecution) -> ClaimedTask:
+    """The :class:`ClaimedTask` view of an owned row (for a Ray Job or an adopter)."""
+    return ClaimedTask(
+        id=row.pk,
+        task_id=row.task_id,
+        callable_path=row.callable_path,
+        queue_name=row.queue_name,
+        priority=row.priority,
+        takes_context=row.takes_context,
+        args=row.args,
+        kwargs=row.kwargs,
+        attempt_number=row.attempt_number,
+        max_attempts=row.max_attempts,
+        timeout_seconds=row.timeout_seconds,
+        backend_alias=row.backend_alias,
+        created_at=row.created_at,
+        run_after=row.run_after,
+        started_at=row.last_attempted_at or row.started_at or timezone.now(),
+        worker_ids=list(row.worker_ids),
+    )

@@ -1,0 +1,131 @@
+-- Every PostgreSQL statement of the lifecycle, once, by name (loaded by statements.py).
+-- {owned} ({owned_t} on alias t) is the owned-states predicate and {settle_cancelling} the CANCELLING rule, both
+-- rendered from lifecycle/rules.py so that SQL and Python cannot disagree.
+
+-- name: claim_due --
+-- Claim a batch of due rows in one round trip. SKIP LOCKED on the partial claim index lets
+-- many workers claim at once without waiting for each other; the claim index covers the
+-- ORDER BY, so the finished history never slows it down. started_at keeps the first attempt's
+-- start (Django: "began execution, on its first attempt"); last_attempted_at is this one's.
+WITH due AS (
+    SELECT id FROM django_ray_raytaskexecution
+    WHERE state = 'QUEUED' AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
+      AND run_after <= now()
+    ORDER BY priority DESC, run_after, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE django_ray_raytaskexecution AS t
+SET state = 'RUNNING',
+    claimed_by_worker = %(worker)s,
+    started_at = COALESCE(t.started_at, now()),
+    last_attempted_at = now(),
+    last_heartbeat_at = now(),
+    finished_at = NULL,
+    attempt_number = t.attempt_number + 1,
+    worker_ids = t.worker_ids || to_jsonb(%(worker)s::text)
+FROM due
+WHERE t.id = due.id
+RETURNING t.id, t.task_id, t.callable_path, t.queue_name, t.priority, t.takes_context, t.args,
+          t.kwargs, t.attempt_number, t.max_attempts, t.timeout_seconds, t.backend_alias,
+          t.created_at, t.run_after, t.last_attempted_at, t.worker_ids;
+
+-- name: record_outcomes --
+-- Record a batch of outcomes and their attempt history in one statement. Arrays are bound
+-- with unnest so the text is constant whatever the batch size. v.state is the target decided
+-- by lifecycle.record; rows the worker no longer owns (recovered elsewhere, another attempt)
+-- match nothing and are reported back as not recorded.
+WITH v AS (
+    SELECT * FROM unnest(
+        %(ids)s::bigint[], %(attempts)s::int[], %(states)s::text[], %(results)s::text[],
+        %(refs)s::text[], %(err_classes)s::text[], %(err_messages)s::text[],
+        %(err_tracebacks)s::text[], %(delays)s::float8[], %(attempt_states)s::text[],
+        %(started)s::timestamptz[]
+    ) AS v(id, attempt, state, result, ref, err_class, err_message, err_traceback, delay,
+           attempt_state, started_at)
+),
+upd AS (
+    UPDATE django_ray_raytaskexecution AS t
+    SET state = {settle_cancelling},
+        result_data = v.result::jsonb,
+        result_reference = v.ref,
+        error_class_path = v.err_class,
+        error_message = v.err_message,
+        error_traceback = v.err_traceback,
+        finished_at = CASE WHEN {requeue} THEN NULL ELSE now() END,
+        run_after = CASE WHEN {requeue} THEN now() + make_interval(secs => v.delay)
+                         ELSE t.run_after END,
+        claimed_by_worker = CASE WHEN {requeue} THEN NULL ELSE t.claimed_by_worker END,
+        last_heartbeat_at = now()
+    FROM v
+    WHERE t.id = v.id
+      AND t.attempt_number = v.attempt
+      AND t.claimed_by_worker = %(worker)s
+      AND {owned_t}
+    RETURNING t.id, t.state
+),
+hist AS (
+    INSERT INTO django_ray_taskattempt (execution_id, attempt_number, worker_id, state,
+                                        started_at, finished_at, error_class_path,
+                                        error_message, error_traceback)
+    SELECT v.id, v.attempt, %(worker)s, v.attempt_state, v.started_at, now(), v.err_class,
+           v.err_message, v.err_traceback
+    FROM v JOIN upd ON upd.id = v.id
+    ON CONFLICT (execution_id, attempt_number) DO NOTHING
+)
+SELECT id, state FROM upd;
+
+-- name: heartbeat --
+-- Renew the lease and the monitored rows' heartbeats in one statement; rows are touched only
+-- while the lease is still ours (a worker declared dead must not look alive again).
+WITH lease AS (
+    UPDATE django_ray_taskworkerlease
+    SET last_heartbeat_at = now(), expires_at = now() + make_interval(secs => %(lease)s)
+    WHERE worker_id = %(worker)s AND is_active
+    RETURNING worker_id
+),
+rows AS (
+    UPDATE django_ray_raytaskexecution SET last_heartbeat_at = now()
+    WHERE id = ANY(%(ids)s::bigint[]) AND claimed_by_worker = %(worker)s
+      AND {owned}
+      AND EXISTS (SELECT 1 FROM lease)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM lease), (SELECT count(*) FROM rows);
+
+-- name: expire_leases --
+-- Deactivate leases whose worker stopped heartbeating, so their rows become recoverable.
+UPDATE django_ray_taskworkerlease SET is_active = FALSE, stopped_at = COALESCE(stopped_at, now())
+WHERE is_active AND expires_at < now()
+RETURNING worker_id;
+
+-- name: notify_cancel --
+-- Wake the owner of a row that just became CANCELLING (its worker LISTENs on this channel).
+SELECT pg_notify('django_ray_cancel', %(id)s);
+
+-- name: notify_trigger --
+-- Installed by migration 0002: one NOTIFY per statement and queue that makes rows QUEUED, so
+-- enqueue, bulk enqueue, retries, admin retries and the runbook's shell requeue all wake workers.
+CREATE OR REPLACE FUNCTION django_ray_notify_queued() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('django_ray_queued', q.queue_name)
+    FROM (SELECT DISTINCT queue_name FROM new_rows WHERE state = 'QUEUED') AS q;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER django_ray_notify_queued_insert
+AFTER INSERT ON django_ray_raytaskexecution
+REFERENCING NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION django_ray_notify_queued();
+
+CREATE TRIGGER django_ray_notify_queued_update
+AFTER UPDATE ON django_ray_raytaskexecution
+REFERENCING NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION django_ray_notify_queued();
+
+-- name: drop_notify_trigger --
+-- Reverse of notify_trigger (migration 0002 backwards).
+DROP TRIGGER IF EXISTS django_ray_notify_queued_insert ON django_ray_raytaskexecution;
+DROP TRIGGER IF EXISTS django_ray_notify_queued_update ON django_ray_raytaskexecution;
+DROP FUNCTION IF EXISTS django_ray_notify_queued();

@@ -1,0 +1,78 @@
+"""The lifecycle's PostgreSQL statements: loaded by name from ``queries.sql`` and run here.
+
+``queries.sql`` holds each statement once under a ``-- name: <name> --`` line with a comment
+saying why it is shaped as it is. Two placeholders are rendered from :mod:`.rules` at load time:
+``{owned}`` (the owned-states predicate) and ``{settle_cancelling}`` / ``{requeue}`` (a
+CANCELLING row that would go back to the queue ends CANCELLED). Other databases (SQLite, the
+demo's default) take the portable ORM path in each lifecycle module instead; one test drives
+both through every transition and checks them against :data:`.rules.ALLOWED`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Any
+
+from django.db import connections
+
+from django_ray.lifecycle import rules
+
+QUERIES = Path(__file__).with_name("queries.sql")
+NOTIFY_CHANNEL = "django_ray_queued"
+CANCEL_CHANNEL = "django_ray_cancel"
+_NAME = re.compile(r"^-- name: (\w+) --$", re.MULTILINE)
+
+
+def _render(text: str) -> str:
+    settle = rules.cancelling_settles_sql("t.state", "v.state")
+    return (
+        text.replace("{owned}", rules.owned_sql())
+        .replace("{owned_t}", rules.owned_sql("t.state"))
+        .replace("{settle_cancelling}", settle)
+        .replace("{requeue}", f"({settle}) = '{rules.S.QUEUED}'")
+    )
+
+
+def _statement(body: str) -> str:
+    # The why-comment above a statement is for readers; the statement sent is what follows.
+    lines = body.strip().splitlines()
+    while lines and lines[0].startswith("--"):
+        lines.pop(0)
+    return _render("\n".join(lines)).strip().rstrip(";").strip()
+
+
+@functools.cache
+def load() -> dict[str, str]:
+    """``{name: statement}`` of every statement in ``queries.sql``, rendered."""
+    parts = _NAME.split(QUERIES.read_text())
+    return {name: _statement(body) for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def sql(name: str) -> str:
+    """The text of statement ``name`` (KeyError names the missing statement)."""
+    return load()[name]
+
+
+def is_postgres(using: str) -> bool:
+    """Whether ``using`` takes the PostgreSQL statements (else the portable ORM path)."""
+    return connections[using].vendor == "postgresql"
+
+
+def fetchall(name: str, params: dict[str, Any], using: str) -> list[tuple[Any, ...]]:
+    """Run statement ``name`` with ``params`` on ``using``; return every row."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql(name), params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def notify_cancel(execution_id: int, using: str) -> None:
+    """Wake the worker that owns ``execution_id`` (it LISTENs on :data:`CANCEL_CHANNEL`)."""
+    if is_postgres(using):
+        fetchall("notify_cancel", {"id": str(execution_id)}, using)
+
+
+# Migration 0002 installs and removes the NOTIFY trigger with these (importable by name).
+NOTIFY_TRIGGER_SQL = sql("notify_trigger") + ";\n"
+DROP_NOTIFY_TRIGGER_SQL = sql("drop_notify_trigger") + ";\n"
