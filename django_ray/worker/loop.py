@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from django.db import DatabaseError, InterfaceError, connections
 
 from django_ray import sdnotify, transitions
-from django_ray.conf import ray_settings
+from django_ray.conf import claim_batch_limit, ray_settings
 from django_ray.metrics import worker as worker_metrics
 from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
 from django_ray.results import store_if_oversized
@@ -336,7 +336,7 @@ class Worker:
         self._retry_due = [due for due in self._retry_due if due > now]
         self.wake.clear()
         self._last_poll = now
-        limit = min(free, int(self.conf.CLAIM_BATCH_SIZE))
+        limit = claim_batch_limit(free)
         tasks = transitions.claim(self.worker_id, self.queues, limit, self.using)
         self._more_work = len(tasks) == limit
         if not tasks:

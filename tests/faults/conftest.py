@@ -13,8 +13,8 @@ import pytest
 from django.db.models import Q
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
-from tests.support.ray import FAST_NODE_DEATH_ENV, RayHead, RayNode, destroy_head, new_head
 from tests.models import TaskProbe
+from tests.support.ray import FAST_NODE_DEATH_ENV, RayHead, RayNode, destroy_head, new_head
 
 TERMINAL = {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}
 

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import pytest
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
-from tests.support.ray import RayHead, RayNode, tasks_on_node
 from tests import tasks
 from tests.conftest import wait_until
 from tests.faults.conftest import (
@@ -24,6 +23,7 @@ from tests.faults.conftest import (
     two_node_cluster_of,
 )
 from tests.models import TaskProbe
+from tests.support.ray import RayHead, RayNode, tasks_on_node
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

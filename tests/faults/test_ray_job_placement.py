@@ -12,7 +12,6 @@ import pytest
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
 from django_ray.runners.ray_job import JobsClient
-from tests.support.ray import RayHead, nodes
 from tests import tasks
 from tests.conftest import wait_until
 from tests.faults.conftest import (
@@ -24,6 +23,7 @@ from tests.faults.conftest import (
     two_node_cluster_of,
 )
 from tests.models import TaskProbe
+from tests.support.ray import RayHead, nodes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

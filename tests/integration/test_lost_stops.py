@@ -22,10 +22,10 @@ from django_ray.outcomes import ClaimedTask, OutcomeKind
 from django_ray.runners.base import Finished, Runner
 from django_ray.runners.ray_core import RayCoreRunner
 from django_ray.runners.ray_job import RayJobRunner
-from tests.support.ray import RayHead, tasks_of_job
 from tests import tasks
 from tests.conftest import wait_until
 from tests.models import TaskProbe
+from tests.support.ray import RayHead, tasks_of_job
 
 # The body sleeps this long; the runner must report the call stopped well before, or the stop
 # was never re-sent.

@@ -17,8 +17,8 @@ from django_ray import transitions
 from django_ray.metrics.db import DatabaseCollector
 from django_ray.metrics.views import metrics_view
 from django_ray.models import RayTaskExecution
-from tests.support.promtool import find_promtool
 from tests import tasks
+from tests.support.promtool import find_promtool
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

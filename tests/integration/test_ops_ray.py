@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from django_ray.models import RayTaskExecution, TaskState
 from django_ray.status import probe_ray
-from tests.support.postgres import free_port
 from tests import tasks
 from tests.conftest import wait_until
+from tests.support.postgres import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
