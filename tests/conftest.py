@@ -130,7 +130,7 @@ def ray_core_runner(ray_head: Any) -> Iterator[Any]:
     try:
         yield runner
     finally:
-        runner.stop()
+        runner.close()
 
 
 def wait_until(
