@@ -112,7 +112,7 @@ class RayJobRunner(Runner):
         self._connected = False
         self._unreachable_since: float | None = None
         self._retry_at = 0.0
-        self._backoff = 0.5
+        self._failures = 0  # failed contacts in a row: the reconnect backoff
         self._to_stop: set[str] = set()
 
     # -- connection -------------------------------------------------------------------------
@@ -141,7 +141,7 @@ class RayJobRunner(Runner):
         now = time.monotonic()
         if self._unreachable_since is None:
             self._unreachable_since = now
-            self._backoff = 0.5
+            self._failures = 0
             logger.warning(
                 "lost the connection to the Ray Jobs API at %s (%s); not claiming, %s job(s) "
                 "still monitored; retrying with backoff",
@@ -156,8 +156,9 @@ class RayJobRunner(Runner):
             except Exception:  # metrics are optional
                 pass
         self._connected = False
-        self._retry_at = now + self._backoff
-        self._backoff = min(self._backoff * 2, 10.0)
+        self._failures += 1
+        # TODO(backoff): django_ray.backoff.capped_backoff(self._failures, 0.5, 10.0)
+        self._retry_at = now + min(0.5 * 2 ** min(self._failures - 1, 10), 10.0)
 
     def _regained_contact(self) -> None:
         if self._unreachable_since is not None:
