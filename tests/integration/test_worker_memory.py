@@ -7,12 +7,17 @@ Ray-backed integration tests check the same paths end to end).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 from django.tasks import task_backends
+from django.tasks.base import TaskResult
 
 from django_ray import transitions
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
 from django_ray.runners.memory import Fail, Hang, Lose, MemoryRunner, Succeed
+from django_ray.worker.loop import Worker
 from tests import tasks
 from tests.support.worker import drive, in_process_worker
 
@@ -80,12 +85,19 @@ def test_a_lost_attempt_takes_the_retry_path() -> None:
     assert _attempts(result.id) == [(1, TaskState.LOST), (2, TaskState.SUCCEEDED)]
 
 
-def test_cancelling_a_running_task_stops_it_and_it_ends_cancelled() -> None:
-    runner = MemoryRunner()
+@contextmanager
+def _one_hanging_task(runner: MemoryRunner) -> Iterator[tuple[Worker, TaskResult]]:
+    """A worker whose runner holds one claimed task "running" (scripted :class:`Hang`)."""
     result = tasks.add.enqueue(1, 2)
     runner.script(result.id, Hang())
     with in_process_worker(runner, ["default"]) as worker:
         drive(worker, runner.hanging_ids)
+        yield worker, result
+
+
+def test_cancelling_a_running_task_stops_it_and_it_ends_cancelled() -> None:
+    runner = MemoryRunner()
+    with _one_hanging_task(runner) as (worker, result):
         row_id = RayTaskExecution.objects.get(task_id=result.id).pk
         assert runner.in_flight_ids() == [row_id]
         assert transitions.request_cancel(result.id) == TaskState.CANCELLING
@@ -96,10 +108,7 @@ def test_cancelling_a_running_task_stops_it_and_it_ends_cancelled() -> None:
 
 def test_losing_ray_reports_in_flight_attempts_lost_and_reconnects() -> None:
     runner = MemoryRunner()
-    result = tasks.add.enqueue(5, 5)
-    runner.script(result.id, Hang())
-    with in_process_worker(runner, ["default"]) as worker:
-        drive(worker, runner.hanging_ids)
+    with _one_hanging_task(runner) as (worker, result):
         runner.break_connection()
         drive(worker, lambda: _state(result.id) == TaskState.SUCCEEDED)
     assert runner.connects == 2  # started, then reconnected by the worker
@@ -108,10 +117,7 @@ def test_losing_ray_reports_in_flight_attempts_lost_and_reconnects() -> None:
 
 def test_an_attempt_the_runner_lost_track_of_is_recovered() -> None:
     runner = MemoryRunner()
-    result = tasks.add.enqueue(6, 6)
-    runner.script(result.id, Hang())
-    with in_process_worker(runner, ["default"]) as worker:
-        drive(worker, runner.hanging_ids)
+    with _one_hanging_task(runner) as (worker, result):
         runner.forget(runner.in_flight_ids())
         # No outcome will ever come: once its heartbeats are STUCK_TASK_TIMEOUT_SECONDS old,
         # the worker's own recovery sends the row through the retry path.
@@ -121,10 +127,7 @@ def test_an_attempt_the_runner_lost_track_of_is_recovered() -> None:
 
 def test_interrupted_attempts_at_shutdown_are_requeued_without_counting_a_failure() -> None:
     runner = MemoryRunner()
-    result = tasks.add.enqueue(7, 7)
-    runner.script(result.id, Hang())
-    with in_process_worker(runner, ["default"]) as worker:
-        drive(worker, runner.hanging_ids)
+    with _one_hanging_task(runner) as (worker, result):
         worker._record(runner.interrupt_all())
     row = RayTaskExecution.objects.get(task_id=result.id)
     assert row.state == TaskState.QUEUED and row.claimed_by_worker is None
