@@ -14,7 +14,6 @@ Configure it in ``TASKS``::
 from __future__ import annotations
 
 import functools
-import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -32,10 +31,10 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from django_ray.conf import ray_settings
+from django_ray.errors import ArgumentsTooLarge, InvalidTaskArguments, ResultNotKept
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
-from django_ray.serialization import NotJSONSerializable, check_json
-
-logger = logging.getLogger("django_ray.backends")
+from django_ray.serialization import NotJSONSerializable, check_json, dumps
+from django_ray.task_paths import resolve_task
 
 STATUS_BY_STATE: dict[str, TaskResultStatus] = {
     TaskState.QUEUED: TaskResultStatus.READY,
@@ -79,6 +78,31 @@ class RayTask(Task):
         return replace(changed, **extra) if extra else changed  # type: ignore[return-value]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RayTaskResult(TaskResult):
+    """Django's ``TaskResult``; reading the value of a result that was not kept raises."""
+
+    @property
+    def return_value(self) -> Any:
+        value = TaskResult.return_value.fget(self)  # type: ignore[attr-defined]
+        if isinstance(value, _NotKept):
+            raise ResultNotKept(
+                f"Task {self.id} succeeded, but its return value was larger than "
+                "DJANGO_RAY['MAX_RESULT_SIZE_BYTES'] and RESULT_STORAGE_BACKEND is 'digest', "
+                f"so only its digest was kept ({value.reference}). Raise MAX_RESULT_SIZE_BYTES "
+                "or set RESULT_STORAGE_BACKEND to 'filesystem', 's3' or 'gcs' to keep such "
+                "values, or return a reference to data the task stored itself."
+            )
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class _NotKept:
+    """Stands in for a return value that was not stored (``oversize://`` reference)."""
+
+    reference: str
+
+
 @functools.lru_cache(maxsize=1024)
 def _task_function(callable_path: str) -> Any:
     task = import_string(callable_path)
@@ -99,6 +123,7 @@ class RayTaskBackend(BaseTaskBackend):
         self.default_timeout: float | None = self.options.get("timeout_seconds")
         self.default_max_attempts: int | None = self.options.get("max_attempts")
         self.database: str = self.options.get("database", "default")
+        self._queues_setting: Any = params.get("QUEUES")
 
     # -- validation -------------------------------------------------------------------------
 
@@ -121,6 +146,22 @@ class RayTaskBackend(BaseTaskBackend):
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         errors: list[checks.CheckMessage] = []
+        queues = self._queues_setting
+        if queues is not None and (
+            isinstance(queues, str | bytes)
+            or not isinstance(queues, list | tuple | set | frozenset)
+            or not all(isinstance(q, str) and q for q in queues)
+        ):
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}]['QUEUES'] must be a list of queue names, not "
+                    f"{queues!r}.",
+                    hint=f"Write 'QUEUES': [{queues!r}]"
+                    if isinstance(queues, str)
+                    else "Write e.g. 'QUEUES': ['default', 'emails'].",
+                    id="django_ray.E023",
+                )
+            )
         timeout = self.options.get("timeout_seconds")
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
@@ -165,9 +206,17 @@ class RayTaskBackend(BaseTaskBackend):
             checked_args = check_json(list(args), "args")
             checked_kwargs = check_json(dict(kwargs), "kwargs")
         except NotJSONSerializable as exc:
-            raise InvalidTask(
+            raise InvalidTaskArguments(
                 f"Cannot enqueue {task.module_path}: argument {exc.path} {exc.problem}."
             ) from exc
+        limit = int(ray_settings().MAX_ARGS_SIZE_BYTES)
+        size = len(dumps(checked_args).encode()) + len(dumps(checked_kwargs).encode())
+        if size > limit:
+            raise ArgumentsTooLarge(
+                f"Cannot enqueue {task.module_path}: its arguments are {size} bytes of JSON, "
+                f"more than DJANGO_RAY['MAX_ARGS_SIZE_BYTES'] ({limit}). Pass an id or a "
+                "storage reference and load the data in the task, or raise the limit."
+            )
         return checked_args, checked_kwargs
 
     def _new_row(
@@ -190,6 +239,7 @@ class RayTaskBackend(BaseTaskBackend):
             kwargs=kwargs,
             max_attempts=getattr(task, "max_attempts", None) or self.default_max_attempts,
             run_after=task.run_after or now,
+            requested_run_after=task.run_after,
             created_at=now,
             timeout_seconds=timeout,
         )
@@ -197,6 +247,8 @@ class RayTaskBackend(BaseTaskBackend):
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
         """Write one QUEUED row (committed with the caller's transaction) and return its result."""
         self.validate_task(task)
+        # Not in validate_task: Django validates at decoration, before the name is bound.
+        resolve_task(task.module_path, task.func)
         checked_args, checked_kwargs = self._checked_arguments(task, args, kwargs)
         row = self._new_row(task, checked_args, checked_kwargs, timezone.now())
         row.save(using=self.database, force_insert=True)
@@ -216,6 +268,7 @@ class RayTaskBackend(BaseTaskBackend):
         so one bad call rejects the whole batch before anything is written.
         """
         self.validate_task(task)
+        resolve_task(task.module_path, task.func)
         now = timezone.now()
         rows = [
             self._new_row(task, *self._checked_arguments(task, args, kwargs), now)
@@ -259,7 +312,7 @@ class RayTaskBackend(BaseTaskBackend):
             priority=row.priority,
             backend=row.backend_alias,
             queue_name=row.queue_name,
-            run_after=row.run_after,
+            run_after=row.requested_run_after,
             takes_context=row.takes_context,
             timeout_seconds=row.timeout_seconds,
             max_attempts=row.max_attempts,
@@ -271,7 +324,7 @@ class RayTaskBackend(BaseTaskBackend):
         task: Task | None = None,
         errors: list[TaskError] | None = None,
     ) -> TaskResult:
-        result = TaskResult(
+        result = RayTaskResult(
             task=task or self._task_for_row(row),
             id=row.task_id,
             status=STATUS_BY_STATE[row.state],
@@ -291,14 +344,9 @@ class RayTaskBackend(BaseTaskBackend):
                 from django_ray.results import load_result
 
                 if row.result_reference.startswith("oversize://"):
-                    # Metadata only: the status and errors stay readable; the value is gone.
-                    logger.warning(
-                        "task %s: result exceeded MAX_RESULT_SIZE_BYTES and was not kept "
-                        "(RESULT_STORAGE_BACKEND='digest'); return_value is None, reference %s",
-                        row.task_id,
-                        row.result_reference,
-                    )
-                    value = None
+                    # Metadata only: the status and errors stay readable; reading the value
+                    # raises (RayTaskResult.return_value), so it never reads as a real None.
+                    value = _NotKept(row.result_reference)
                 else:
                     value = load_result(row.result_reference)
             object.__setattr__(result, "_return_value", value)

@@ -82,6 +82,13 @@ def _entrypoint_resources(value: Any) -> str | None:
     return None
 
 
+def _module_names(value: Any) -> str | None:
+    for item in value:
+        if not isinstance(item, str) or not all(part.isidentifier() for part in item.split(".")):
+            return f"{item!r} is not a dotted module name such as 'myapp.tasks'"
+    return None
+
+
 def _non_negative(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
@@ -147,7 +154,30 @@ SETTINGS: dict[str, Setting] = {
     "SHUTDOWN_GRACE_SECONDS": Setting(
         30.0, (int, float), "After SIGTERM, how long in-flight work may finish.", 0, 86_400
     ),
-    "CLAIM_BATCH_SIZE": Setting(500, (int,), "Most rows claimed in one statement.", 1, 100_000),
+    "CLAIM_BATCH_SIZE": Setting(
+        500,
+        (int,),
+        "Most rows claimed in one statement; also at most 256 MiB / MAX_ARGS_SIZE_BYTES rows, "
+        "so one claim never fetches more than 256 MiB of arguments.",
+        1,
+        100_000,
+    ),
+    "MAX_ARGS_SIZE_BYTES": Setting(
+        1_048_576,
+        (int,),
+        "Largest JSON of one task's args and kwargs together accepted at enqueue; pass an id "
+        "or a storage reference for bigger data.",
+        1,
+        1 << 30,
+    ),
+    "TASK_MODULES": Setting(
+        None,
+        (list, tuple),
+        "If set, only tasks defined in these modules (or their submodules) may be enqueued "
+        "and run, e.g. ['myapp.tasks']; None allows every module.",
+        nullable=True,
+        validator=_module_names,
+    ),
     "MAX_CHUNK_SIZE": Setting(
         256,
         (int,),
@@ -238,6 +268,18 @@ SETTINGS: dict[str, Setting] = {
         nullable=True,
     ),
 }
+
+
+# Most argument bytes one claim may fetch: a claim takes at most this / MAX_ARGS_SIZE_BYTES rows.
+CLAIM_MAX_ARGS_BYTES = 256 * 1024 * 1024
+
+
+def claim_batch_limit(free_slots: int) -> int:
+    """How many rows the next claim may fetch: free slots, ``CLAIM_BATCH_SIZE``, and the
+    argument bytes bound (rows x ``MAX_ARGS_SIZE_BYTES`` <= :data:`CLAIM_MAX_ARGS_BYTES`)."""
+    conf = ray_settings()
+    by_bytes = max(1, CLAIM_MAX_ARGS_BYTES // int(conf.MAX_ARGS_SIZE_BYTES))
+    return max(0, min(free_slots, int(conf.CLAIM_BATCH_SIZE), by_bytes))
 
 
 @dataclass(frozen=True)

@@ -76,17 +76,21 @@ def is_denylisted(exc: BaseException) -> bool:
 
 
 @functools.lru_cache(maxsize=1024)
-def _load_task(callable_path: str) -> Any:
-    from django.tasks import Task
-    from django.utils.module_loading import import_string
+def _import_task(callable_path: str) -> Any:
+    from django_ray.task_paths import resolve_task
 
-    obj = import_string(callable_path)
-    if not isinstance(obj, Task):
-        raise TypeError(
-            f"{callable_path} is a {type(obj).__name__}, not a Task; decorate the function "
-            "with @django.tasks.task"
-        )
-    return obj
+    return resolve_task(callable_path)
+
+
+def _load_task(callable_path: str) -> Any:
+    from django_ray.task_paths import module_problem
+
+    problem = module_problem(callable_path)  # not cached: the allow-list is a setting
+    if problem:
+        from django_ray.errors import TaskNotRunnable
+
+        raise TaskNotRunnable(f"{problem}.")
+    return _import_task(callable_path)
 
 
 def _failure(
@@ -147,10 +151,7 @@ def run_task(payload: dict[str, Any]) -> Outcome:
             exc,
             retryable=False,
             started=started,
-            message=(
-                f"Cannot load task {path!r}: {type(exc).__name__}: {exc}. Check the dotted path "
-                "and that the module is installed on every Ray node and worker."
-            ),
+            message=f"Cannot load task {path!r}: {exc}",
         )
     result = _task_result(task, payload, TaskResultStatus.RUNNING)
     task_started.send(RayTaskBackend, task_result=result)
@@ -173,7 +174,9 @@ def run_task(payload: dict[str, Any]) -> Outcome:
         close_old_connections()
     try:
         result_json = dumps(check_json(value, "return value"))
-    except NotJSONSerializable as exc:
+    except (NotJSONSerializable, RecursionError) as exc:
+        # RecursionError too (a value whose repr or encoding recurses): it must end this one
+        # task, never escape and take the whole chunk down as LOST.
         outcome = _failure(
             payload,
             exc,

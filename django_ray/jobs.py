@@ -1,10 +1,12 @@
-"""The entrypoint of a Ray Job: ``python -m django_ray.jobs <execution_id> <attempt>``.
+"""The entrypoint of a Ray Job: ``python -m django_ray.jobs <execution_id> <attempt> <database>``.
 
-The Ray Job runner submits one job per task attempt with only these two integers on the command
-line: the task's arguments never pass through a shell string. The job bootstraps Django (settings
-and ``PYTHONPATH`` come from the job's runtime environment), reads its row, runs the task body
-and records the outcome in the database itself, through :func:`django_ray.lifecycle.adopt.record_job_outcome`.
-So a job's result is kept even when the worker that submitted it died meanwhile.
+The Ray Job runner submits one job per task attempt with only two integers and the database
+alias of the backend (``OPTIONS["database"]``, default ``default``) on the command line: the
+task's arguments never pass through a shell string. The job bootstraps Django (settings and
+``PYTHONPATH`` come from the job's runtime environment), reads its row on that database, runs
+the task body and records the outcome there itself, through
+:func:`django_ray.lifecycle.adopt.record_job_outcome`. So a job's result is kept even when the
+worker that submitted it died meanwhile; the worker monitoring the job reads it back.
 
 Exit codes of the job process (visible as the Ray Job's status and message):
 
@@ -37,11 +39,14 @@ def submission_id(task_id: str, attempt: int) -> str:
     return f"{SUBMISSION_PREFIX}-{task_id}-a{attempt}"
 
 
-def entrypoint(python: str, execution_id: int, attempt: int) -> str:
-    """The job's command line: only the interpreter and two integers."""
+def entrypoint(python: str, execution_id: int, attempt: int, database: str = "default") -> str:
+    """The job's command line: the interpreter, two integers and the database alias."""
     import shlex
 
-    return f"{shlex.quote(python)} -m django_ray.jobs {int(execution_id)} {int(attempt)}"
+    return (
+        f"{shlex.quote(python)} -m django_ray.jobs {int(execution_id)} {int(attempt)} "
+        f"{shlex.quote(database)}"
+    )
 
 
 def run_body(task: ClaimedTask) -> Outcome:
@@ -51,9 +56,11 @@ def run_body(task: ClaimedTask) -> Outcome:
     return run_with_alarm(task)
 
 
-def _record(execution_id: int, attempt: int, job_id: str, outcome: Outcome) -> str | None:
+def _record(
+    execution_id: int, attempt: int, job_id: str, outcome: Outcome, using: str
+) -> str | None:
     """Record with retries: the database may be restarting. Raises after the retry budget."""
-    from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, connections
+    from django.db import DatabaseError, InterfaceError, connections
 
     from django_ray.backoff import capped_backoff
     from django_ray.lifecycle.adopt import record_job_outcome
@@ -64,7 +71,7 @@ def _record(execution_id: int, attempt: int, job_id: str, outcome: Outcome) -> s
     while True:
         try:
             return record_job_outcome(
-                execution_id, attempt, job_id, outcome, DEFAULT_DB_ALIAS, store_if_oversized
+                execution_id, attempt, job_id, outcome, using, store_if_oversized
             )
         except (DatabaseError, InterfaceError) as exc:
             if time.monotonic() >= deadline:
@@ -80,11 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
         execution_id, attempt = int(args[0]), int(args[1])
-        if len(args) != 2:
+        # Jobs submitted before the database alias was passed name no alias: "default".
+        using = args[2] if len(args) == 3 else "default"
+        if len(args) not in (2, 3):
             raise ValueError
     except (IndexError, ValueError):
         print(
-            "usage: python -m django_ray.jobs <execution_id> <attempt> (two integers; the "
+            "usage: python -m django_ray.jobs <execution_id> <attempt> [<database alias>] (the "
             "Ray Job runner submits this, it is not meant to be run by hand)",
             file=sys.stderr,
         )
@@ -95,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from django_ray.lifecycle.claim import claimed_task_from_row
     from django_ray.models import OWNED_STATES, RayTaskExecution, TaskState
 
-    row = RayTaskExecution.objects.filter(pk=execution_id).first()
+    row = RayTaskExecution.objects.using(using).filter(pk=execution_id).first()
     job_id = submission_id(row.task_id, attempt) if row is not None else ""
     if (
         row is None
@@ -111,12 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_RECORDED
     task = claimed_task_from_row(row)
+    task.database = using
     if row.state == TaskState.CANCELLING:
         outcome = Outcome(execution_id, attempt, OutcomeKind.CANCELLED)
     else:
         outcome = run_body(task)
     try:
-        state = _record(execution_id, attempt, job_id, outcome)
+        state = _record(execution_id, attempt, job_id, outcome, using)
     except Exception as exc:
         print(
             f"django-ray job: could not record the outcome of {task.task_id} attempt "

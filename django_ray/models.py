@@ -100,6 +100,12 @@ class RayTaskExecution(models.Model):
     run_after = models.DateTimeField(
         default=timezone.now, help_text="When the row is due (retries move it later)."
     )
+    requested_run_after = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The run_after the task was enqueued with (None: as soon as possible); "
+        "run_after itself moves with retries.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -28,6 +28,9 @@ class ClaimedTask:
     run_after: datetime
     started_at: datetime
     worker_ids: list[str] = field(default_factory=list)
+    # The database alias holding the row (the backend's OPTIONS["database"]); set by the worker.
+    # A Ray Job gets it on its command line, to read its row and record its outcome there.
+    database: str = "default"
 
     def payload(self) -> dict[str, Any]:
         """What the executing process needs; plain data so it pickles cheaply for Ray."""
@@ -78,6 +81,10 @@ class Outcome:
     # Set when the executing process already wrote this outcome to the row itself (a Ray Job
     # does): the row's new state. The worker then only logs and counts it.
     recorded_state: str | None = None
+    # Set by a runner whose Ray Job records its own outcome: this outcome is only the fallback
+    # for a job that ended without recording (killed, stopped, crashed). The worker reads the
+    # row back and keeps what the job wrote, if it did.
+    ray_job_id: str | None = None
 
 
 #: The class path of an attempt whose completion is unknown because its worker or runner lost it.

@@ -19,10 +19,9 @@ warning for queues that have due work but no active worker polling them.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import socket
-import urllib.error
-import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,26 +48,25 @@ def probe_ray(address: str | None, timeout: float = 2.0) -> dict[str, Any]:
             "detail": "RAY_ADDRESS=auto names no host to probe; check `ray status` on the node",
         }
     if address.startswith(("http://", "https://")):
-        from django_ray.ray_auth import auth_headers
+        from django_ray.ray_dashboard import DashboardError, DashboardUnreachable, RayDashboard
 
-        url = address.rstrip("/") + "/api/version"
-        request = urllib.request.Request(url, headers=auth_headers())
+        dashboard = RayDashboard(address, timeout=timeout)
+        url = f"{dashboard.base}/api/version"
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                body = response.read(2000).decode(errors="replace")
+            body = json.dumps(dashboard.version())
             return {"address": address, "reachable": True, "detail": f"GET {url}: {body[:200]}"}
-        except urllib.error.HTTPError as exc:
+        except DashboardError as exc:
             hint = (
                 "; the Ray auth token is missing or wrong (RAY_AUTH_TOKEN or ~/.ray/auth_token)"
-                if exc.code in (401, 403)
+                if exc.status in (401, 403)
                 else ""
             )
             return {
                 "address": address,
                 "reachable": False,
-                "detail": f"GET {url}: HTTP {exc.code}{hint}",
+                "detail": f"GET {url}: HTTP {exc.status}{hint}",
             }
-        except (urllib.error.URLError, OSError) as exc:
+        except DashboardUnreachable as exc:
             return {"address": address, "reachable": False, "detail": f"GET {url}: {exc}"}
     parts = urlsplit(address if "://" in address else f"tcp://{address}")
     host, port = parts.hostname, parts.port

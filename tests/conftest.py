@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,6 +23,7 @@ def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         {
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "DJANGO_RAY_TEST_DB": connection.settings_dict["NAME"],
+            "DJANGO_RAY_TEST_DB_TASKS": connections["tasks"].settings_dict["NAME"],
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
         }
@@ -130,7 +131,7 @@ def ray_core_runner(ray_head: Any) -> Iterator[Any]:
     try:
         yield runner
     finally:
-        runner.stop()
+        runner.close()
 
 
 def wait_until(

@@ -67,14 +67,29 @@ DATABASES = {
         "HOST": _pg_host,
         "PORT": _pg_port,
         "TEST": {"NAME": "test_django_ray"},
-    }
+    },
+    # A second database on the same server: a project whose task tables live on another alias
+    # (TASKS["elsewhere"]["OPTIONS"]["database"]). Created only for tests that ask for it.
+    "tasks": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ.get("DJANGO_RAY_TEST_DB_TASKS", "test_django_ray_tasks"),
+        "USER": "postgres",
+        "HOST": _pg_host,
+        "PORT": _pg_port,
+        "TEST": {"NAME": "test_django_ray_tasks"},
+    },
 }
 
 TASKS = {
     "default": {
         "BACKEND": "django_ray.backends.RayTaskBackend",
         "QUEUES": ["default", "other", "slow"],
-    }
+    },
+    "elsewhere": {
+        "BACKEND": "django_ray.backends.RayTaskBackend",
+        "QUEUES": ["default"],
+        "OPTIONS": {"database": "tasks"},
+    },
 }
 
 DJANGO_RAY = {
@@ -95,7 +110,12 @@ DJANGO_RAY = {
 DJANGO_RAY["RAY_JOB_RUNTIME_ENV"] = {
     "env_vars": {
         key: os.environ[key]
-        for key in ("DJANGO_RAY_TEST_PG", "DJANGO_RAY_TEST_DB", "DJANGO_RAY_TEST_SETTINGS")
+        for key in (
+            "DJANGO_RAY_TEST_PG",
+            "DJANGO_RAY_TEST_DB",
+            "DJANGO_RAY_TEST_DB_TASKS",
+            "DJANGO_RAY_TEST_SETTINGS",
+        )
         if key in os.environ
     }
 }

@@ -116,6 +116,34 @@ def not_a_task() -> None:
     """A plain function: enqueueing its path directly must fail clearly."""
 
 
+# A Task whose path leads to the plain function (decorated without rebinding the name): a worker
+# importing tests.tasks.not_a_task would not find a task, so enqueue refuses it.
+unbound_task = task(not_a_task)
+
+
+def _renamed() -> None:
+    """Bound under another name below and then deleted: its path cannot be imported."""
+
+
+vanished_task = task(_renamed)
+del _renamed
+
+
+@task
+def deep_return(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@task
+def self_containing_return() -> Any:
+    value: dict[str, Any] = {}
+    value["self"] = value
+    return value
+
+
 # -- Django's task_started / task_finished signals, observed where tasks run (a Ray worker) ----
 
 SIGNAL_TASKS = frozenset({"tests.tasks.signalled", "tests.tasks.signalled_fail"})

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,7 +34,14 @@ from typing import Any
 from django_ray import execution
 from django_ray.conf import ray_settings
 from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
-from django_ray.runners.base import Finished, ProcessContext, Runner, RunnerUnavailable
+from django_ray.ray_dashboard import DashboardError, DashboardUnreachable, RayDashboard
+from django_ray.runners.base import (
+    Capabilities,
+    Finished,
+    ProcessContext,
+    Runner,
+    RunnerUnavailable,
+)
 from django_ray.timeouts import timed_out
 
 logger = logging.getLogger("django_ray.runner")
@@ -76,6 +84,7 @@ class RayCoreRunner(Runner):
     """Runs chunks of tasks as Ray remote functions on a local or existing cluster."""
 
     name = "ray_core"
+    capabilities = Capabilities(reconnect=True)
 
     def __init__(self, concurrency: int, address: str | None = None, local: bool = True) -> None:
         super().__init__(concurrency)
@@ -83,6 +92,8 @@ class RayCoreRunner(Runner):
         self.local = local
         self.context = ProcessContext.current()
         self._chunks: dict[Any, _Chunk] = {}
+        # Guards _chunks and _node_lost against in_flight_ids() on the lease thread.
+        self._lock = threading.RLock()
         # Mean duration per callable path; None until measured (such tasks run alone).
         self._durations: dict[str, float] = {}
         self._remote: Any = None
@@ -95,7 +106,7 @@ class RayCoreRunner(Runner):
         # Node id -> (monotonic time the death was seen, recheck until) for recent deaths.
         self._recent_deaths: dict[str, tuple[float, float]] = {}
         self._last_node_check = 0.0
-        self._node_lost: Finished = []  # calls found on dead nodes, reported by wait()
+        self._node_lost: Finished = []  # calls found on dead nodes, reported by poll()
 
     # -- connection -------------------------------------------------------------------------
 
@@ -179,14 +190,11 @@ class RayCoreRunner(Runner):
                 break
         logger.info("%d Ray worker processes ready in %.1fs", len(pids), time.monotonic() - started)
 
-    def healthy(self) -> bool:
-        return self._connected and bool(self._ray and self._ray.is_initialized())
-
     def jobs_api_address(self) -> str | None:
         """The dashboard of the cluster this worker joined (settings win when they name one)."""
         return super().jobs_api_address() or (None if self.local else self._dashboard_url)
 
-    def stop(self) -> None:
+    def close(self) -> None:
         if self._ray is not None and self._ray.is_initialized():
             self._ray.shutdown()
         self._connected = False
@@ -228,15 +236,17 @@ class RayCoreRunner(Runner):
                 [t.payload() for t in group], self.context.settings_module, self.context.sys_path
             )
             timeout = group[0].timeout_seconds if len(group) == 1 else None
-            self._chunks[ref] = _Chunk(ref, group, now, now + timeout if timeout else None)
+            with self._lock:
+                self._chunks[ref] = _Chunk(ref, group, now, now + timeout if timeout else None)
 
     # -- outcomes ---------------------------------------------------------------------------
 
-    def wait(self, timeout: float) -> Finished:
+    def poll(self, timeout: float) -> Finished:
         if self._chunks:
             self._check_nodes()
         if self._node_lost:
-            finished, self._node_lost = self._node_lost, []
+            with self._lock:
+                finished, self._node_lost = self._node_lost, []
             return finished
         if not self._chunks:
             if timeout > 0:
@@ -262,13 +272,15 @@ class RayCoreRunner(Runner):
                 ready.extend(more)
         finished: Finished = []
         for ref in ready:
-            chunk = self._chunks.pop(ref)
+            with self._lock:
+                chunk = self._chunks.pop(ref)
             try:
                 finished.extend(self._collect(chunk))
             except _RayGone as gone:
-                # Ray itself went away: keep the chunk (mark_connection_lost reports it LOST),
+                # Ray itself went away: keep the chunk (lose_connection reports it LOST),
                 # keep what was collected, and let the worker reconnect before claiming more.
-                self._chunks[ref] = chunk
+                with self._lock:
+                    self._chunks[ref] = chunk
                 self._carry.extend(finished)
                 raise gone.error from None
         return finished
@@ -285,16 +297,15 @@ class RayCoreRunner(Runner):
         """
         if not self._dashboard_url:
             return {n["NodeID"] for n in self._ray.nodes() if not n.get("Alive")}
-        listed = self._state_api(
-            "nodes", [("limit", 10_000), ("timeout", STATE_API_TIMEOUT_SECONDS - 1)]
-        )
+        listed = self._state_api("nodes", [("limit", 10_000)])
         return {str(n["node_id"]) for n in listed if n.get("state") != "ALIVE"}
 
     def _read_dead_nodes(self) -> set[str] | None:
         """The dead node ids, or None when the node table cannot be read right now."""
         try:
             dead = self._dead_node_ids()
-        except (OSError, ValueError, KeyError) as exc:  # the dashboard restarting with the head
+        except (DashboardError, DashboardUnreachable, OSError, ValueError, KeyError) as exc:
+            # the dashboard restarting with the head
             logger.debug("cannot read Ray's node table now: %s", exc)
             return None
         if self._dead_nodes is None:
@@ -336,7 +347,7 @@ class RayCoreRunner(Runner):
             if now >= until:
                 del self._recent_deaths[node_id]
             if suspects:
-                # A call whose result already arrived is collected normally by wait().
+                # A call whose result already arrived is collected normally by poll().
                 refs = [c.ref for c in suspects]
                 ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
                 done = set(ready)
@@ -351,7 +362,6 @@ class RayCoreRunner(Runner):
             "tasks",
             [
                 ("limit", 10_000),
-                ("timeout", STATE_API_TIMEOUT_SECONDS - 1),
                 ("filter_keys", "node_id"),
                 ("filter_predicates", "="),
                 ("filter_values", node_id),
@@ -363,34 +373,23 @@ class RayCoreRunner(Runner):
         return {str(t["task_id"]) for t in listed}
 
     def _state_api(self, resource: str, query: list[tuple[str, object]]) -> list[dict[str, Any]]:
-        """One listing of Ray's state API, from the dashboard of the cluster this worker joined.
-
-        Not Ray's ``list_tasks()``/``list_nodes()``: those find their cluster from
-        ``RAY_ADDRESS`` or by looking for local Ray instances, and so fail or ask another
-        cluster on a host that runs several.
-        """
-        import json
-        import urllib.parse
-        import urllib.request
-
-        from django_ray.ray_auth import auth_headers
-
+        """One listing of Ray's state API, from the dashboard of the cluster this worker joined."""
         if not self._dashboard_url:
             raise RuntimeError("the cluster has no dashboard, so no state API")
-        url = f"{self._dashboard_url}/api/v0/{resource}?{urllib.parse.urlencode(query)}"
-        request = urllib.request.Request(url, headers=auth_headers())
         # Short: the node check runs inside the worker loop, which waits for it.
-        with urllib.request.urlopen(request, timeout=STATE_API_TIMEOUT_SECONDS) as response:
-            return list(json.loads(response.read())["data"]["result"]["result"])
+        return RayDashboard(self._dashboard_url).list_state(
+            resource, query, STATE_API_TIMEOUT_SECONDS
+        )
 
     def _lose_on_dead_node(self, chunk: _Chunk, node_id: str) -> None:
-        self._chunks.pop(chunk.ref, None)
         try:
             self._ray.cancel(chunk.ref, force=True)
         except Exception:  # the node is gone; nothing left to stop
             logger.debug("cancel of a call on a dead node failed", exc_info=True)
         if chunk.timed_out or chunk.cancel_requested:
-            self._node_lost.extend(self._stopped(chunk))
+            with self._lock:  # one step, so in_flight_ids() never misses these tasks
+                self._chunks.pop(chunk.ref, None)
+                self._node_lost.extend(self._stopped(chunk))
             return
         logger.warning(
             "%s task(s) ran on dead Ray node %s and will never report back: retry path",
@@ -398,7 +397,7 @@ class RayCoreRunner(Runner):
             node_id[:12],
             extra={"task_id": chunk.tasks[0].task_id},
         )
-        self._node_lost.extend(
+        lost = [
             (
                 t,
                 Outcome(
@@ -414,7 +413,10 @@ class RayCoreRunner(Runner):
                 ),
             )
             for t in chunk.tasks
-        )
+        ]
+        with self._lock:
+            self._chunks.pop(chunk.ref, None)
+            self._node_lost.extend(lost)
 
     def _collect(self, chunk: _Chunk) -> Finished:
         ray = self._ray
@@ -498,7 +500,7 @@ class RayCoreRunner(Runner):
         chunk.cancel_sent_at = now
         try:
             self._ray.cancel(chunk.ref, force=True)
-        except Exception:  # resent next cycle; the call's outcome arrives through wait() anyway
+        except Exception:  # resent next cycle; the call's outcome arrives through poll() anyway
             logger.warning(
                 "ray.cancel failed; retrying in %ss",
                 CANCEL_RESEND_SECONDS,
@@ -506,7 +508,7 @@ class RayCoreRunner(Runner):
                 extra={"task_id": chunk.tasks[0].task_id},
             )
 
-    def cancel(self, execution_ids: Iterable[int]) -> None:
+    def stop(self, execution_ids: Iterable[int]) -> None:
         wanted = set(execution_ids)
         now = time.monotonic()
         for chunk in self._chunks.values():
@@ -518,13 +520,17 @@ class RayCoreRunner(Runner):
                 self._send_cancel(chunk, now)
 
     def in_flight_ids(self) -> list[int]:
-        ids = [t.id for chunk in self._chunks.values() for t in chunk.tasks]
-        return ids + [t.id for t, _ in self._node_lost]
+        with self._lock:
+            ids = [t.id for chunk in self._chunks.values() for t in chunk.tasks]
+            return ids + [t.id for t, _ in self._node_lost]
 
     def interrupt_all(self) -> Finished:
-        finished: Finished = self._node_lost
-        self._node_lost = []
-        for chunk in list(self._chunks.values()):
+        with self._lock:
+            finished: Finished = self._node_lost
+            chunks = list(self._chunks.values())
+            self._node_lost = []
+            self._chunks.clear()
+        for chunk in chunks:
             try:
                 self._ray.cancel(chunk.ref, force=True)
             except Exception:  # Ray already gone: the attempts are interrupted either way.
@@ -532,14 +538,16 @@ class RayCoreRunner(Runner):
             finished.extend(
                 (t, Outcome(t.id, t.attempt_number, OutcomeKind.INTERRUPTED)) for t in chunk.tasks
             )
-        self._chunks.clear()
         return finished
 
-    def mark_connection_lost(self) -> Finished:
+    def lose_connection(self) -> Finished:
         """Everything in flight has unknown completion after Ray went away: report it LOST."""
-        finished: Finished = self._carry + self._node_lost
-        self._carry = []
-        self._node_lost = []
+        with self._lock:
+            finished: Finished = self._carry + self._node_lost
+            chunks = list(self._chunks.values())
+            self._carry = []
+            self._node_lost = []
+            self._chunks.clear()
         finished += [
             (
                 t,
@@ -551,10 +559,9 @@ class RayCoreRunner(Runner):
                     error_message="Lost the connection to Ray; completion of this attempt is unknown.",
                 ),
             )
-            for chunk in self._chunks.values()
+            for chunk in chunks
             for t in chunk.tasks
         ]
-        self._chunks.clear()
         self._connected = False
         return finished
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from django_ray.backoff import capped_backoff
-from django_ray.runners.ray_job import JobsApiError, JobsApiUnreachable, JobsClient
+from django_ray.ray_dashboard import DashboardError, DashboardUnreachable, RayDashboard
 
 logger = logging.getLogger("django_ray.worker")
 
@@ -66,14 +66,14 @@ class RecoveredJobStopper:
             )
             self._pending.clear()
             return
-        client = JobsClient(address, timeout=STOP_HTTP_TIMEOUT)
+        client = RayDashboard(address, timeout=STOP_HTTP_TIMEOUT)
         for job_id in list(self._pending):
             try:
                 client.stop(job_id)
-            except JobsApiUnreachable as exc:
+            except DashboardUnreachable as exc:
                 self._unreachable(address, exc, now)
                 return
-            except JobsApiError as exc:
+            except DashboardError as exc:
                 del self._pending[job_id]
                 logger.warning(
                     "could not stop Ray Job %s of a recovered row via %s (%s); stop it with "

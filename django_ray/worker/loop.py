@@ -20,13 +20,13 @@ from django.db import DatabaseError, connections
 
 from django_ray import sdnotify
 from django_ray.backoff import capped_backoff
-from django_ray.conf import ray_settings
+from django_ray.conf import claim_batch_limit, ray_settings
 from django_ray.lifecycle import claim, leases, operator, record, recover
 from django_ray.metrics import worker as worker_metrics
 from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
 from django_ray.results import store_if_oversized
 from django_ray.runners.base import Finished, Runner, RunnerUnavailable
-from django_ray.worker import faults
+from django_ray.worker import faults, ray_jobs
 from django_ray.worker.job_stops import RecoveredJobStopper
 from django_ray.worker.lease import LeaseKeeper
 from django_ray.worker.shutdown import (
@@ -289,17 +289,15 @@ class Worker:
 
     def _wait_runner(self, timeout: float) -> Finished:
         try:
-            return self.runner.wait(timeout)
+            return self.runner.poll(timeout)
         except RunnerUnavailable:
             raise
         except Exception as exc:
+            if not self.runner.capabilities.reconnect:
+                raise
             return self._ray_connection_lost(exc)
 
     def _ray_connection_lost(self, exc: Exception) -> Finished:
-        lost: Finished = []
-        mark = getattr(self.runner, "mark_connection_lost", None)
-        if mark is None:
-            raise exc
         logger.warning(
             "lost the connection to Ray (%s: %s); in-flight attempts go through the retry path",
             type(exc).__name__,
@@ -307,7 +305,7 @@ class Worker:
             extra={"worker_id": self.worker_id},
         )
         worker_metrics.set_ray_connected(False)
-        lost = mark()
+        lost = self.runner.lose_connection()
         self._reconnect_runner()
         return lost
 
@@ -315,9 +313,9 @@ class Worker:
         failures = 0
         while not self.shutdown.requested and not self.lease.lost.is_set():
             try:
-                self.runner.stop()
+                self.runner.close()
             except Exception:
-                logger.debug("runner stop failed during reconnect", exc_info=True)
+                logger.debug("runner close failed during reconnect", exc_info=True)
             try:
                 self.runner.start()
                 self.shutdown.install(self.wake)
@@ -350,9 +348,13 @@ class Worker:
         self._retry_due = [due for due in self._retry_due if due > now]
         self.wake.clear()
         self._last_poll = now
-        limit = min(free, int(self.conf.CLAIM_BATCH_SIZE))
+        limit = claim_batch_limit(free)
         tasks = claim.claim(self.worker_id, self.queues, limit, self.using)
         self._more_work = len(tasks) == limit
+        for task in tasks:
+            task.database = self.using
+        if tasks and self.runner.capabilities.ray_jobs:
+            tasks = ray_jobs.attach(self.runner, tasks, self.using)
         if not tasks:
             return
         self.stats.claimed += len(tasks)
@@ -366,18 +368,27 @@ class Worker:
         self.runner.submit(tasks)
 
     def _record(self, finished: Finished) -> None:
+        pending = self._unrecorded + finished
+        if not pending:
+            return
+        self._unrecorded = pending  # kept until the write succeeds (the database may be down)
+        # A Ray Job records its own outcome: read back what it wrote, or take the fallback.
+        resolved = [
+            (task, ray_jobs.read_back(task, outcome, self.using) if outcome.ray_job_id else outcome)
+            for task, outcome in pending
+        ]
+        batch = [item for item in resolved if not item[1].recorded_state]
+        if batch:
+            report = record.record_outcomes(
+                self.worker_id, batch, self.using, store_result=store_if_oversized
+            )
+        self._unrecorded = []
         # Outcomes the executing process already wrote (Ray Jobs): only log and count them.
-        for task, outcome in [item for item in finished if item[1].recorded_state]:
-            self._log_outcome(task, outcome, str(outcome.recorded_state), 0.0)
-        finished = [item for item in finished if not item[1].recorded_state]
-        batch = self._unrecorded + finished
+        for task, outcome in resolved:
+            if outcome.recorded_state:
+                self._log_outcome(task, outcome, str(outcome.recorded_state), 0.0)
         if not batch:
             return
-        self._unrecorded = batch  # kept until the write succeeds (the database may be down)
-        report = record.record_outcomes(
-            self.worker_id, batch, self.using, store_result=store_if_oversized
-        )
-        self._unrecorded = []
         for plan in report.planned:
             task, outcome = plan.task, plan.outcome
             new_state = report.states.get(task.id)
@@ -449,12 +460,11 @@ class Worker:
             self._cancels_announced.update(new)
         # Every check, not only for new rows: a runner that was not told yet (the call was just
         # submitted) is told now. Re-sending a stop that did not take effect is the runner's job.
-        self.runner.cancel(running)
+        self.runner.stop(running)
 
     def _recover(self) -> None:
-        reconcile = getattr(self.runner, "reconcile", None)
-        if reconcile is not None and not self.shutdown.requested:
-            reconcile(self.worker_id, self.using)  # adopt Ray Jobs of dead workers first
+        if self.runner.capabilities.adoption and not self.shutdown.requested:
+            ray_jobs.adopt_orphans(self.worker_id, self.runner, self.using)  # before recovery
         # Dead workers' orphans, then rows this worker owns but its runner no longer reports
         # (dropped by an error): one report, so every recovered row's Ray Job gets stopped.
         report = recover.recover(
@@ -507,9 +517,9 @@ class Worker:
             self._safe_record(leftover)
         self._stop_threads()
         try:
-            self.runner.stop()
+            self.runner.close()
         except Exception:
-            logger.debug("runner stop failed", exc_info=True)
+            logger.debug("runner close failed", exc_info=True)
         try:
             leases.release_lease(self.worker_id, self.using)
         except DatabaseError as exc:

@@ -9,7 +9,7 @@ import pytest
 import django_ray
 from django_ray import jobs
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
-from django_ray.runners.ray_job import JobsClient
+from django_ray.ray_dashboard import RayDashboard
 from tests import tasks
 from tests.conftest import wait_until
 from tests.faults.conftest import all_terminal, job_mode_env, report, timed_wait
@@ -31,14 +31,16 @@ def test_tasks_run_as_ray_jobs_that_record_their_own_outcomes(start_worker, ray_
     bad.refresh()
     assert bad.status == "FAILED"
     assert bad.errors[0].exception_class_path == "tests.tasks.PermanentError"
-    client = JobsClient(ray_head.dashboard_url)
+    client = RayDashboard(ray_head.dashboard_url)
     for row in RayTaskExecution.objects.all():
         assert row.ray_job_id == jobs.submission_id(row.task_id, row.attempt_number)
         # The row is written before the job process exits; the job then ends SUCCEEDED.
         wait_until(lambda r=row: client.status(r.ray_job_id)["status"] == "SUCCEEDED", 60)
         details = client.status(row.ray_job_id)
-        # The payload never reaches a shell: the entrypoint holds two integers.
-        assert details["entrypoint"].endswith(f"-m django_ray.jobs {row.id} {row.attempt_number}")
+        # The payload never reaches a shell: the entrypoint holds two integers and an alias.
+        assert details["entrypoint"].endswith(
+            f"-m django_ray.jobs {row.id} {row.attempt_number} default"
+        )
     worker.wait_for_log("failed permanently")
     wait_until(lambda: worker.log().count("succeeded task_id=") == 6, 30, explain=worker.log)
     assert worker.stop() == 0
@@ -46,11 +48,11 @@ def test_tasks_run_as_ray_jobs_that_record_their_own_outcomes(start_worker, ray_
 
 
 def test_a_retried_submit_never_starts_a_second_job(ray_head):
-    client = JobsClient(ray_head.dashboard_url)
+    client = RayDashboard(ray_head.dashboard_url)
     body = {"entrypoint": "true", "submission_id": "django-ray-idempotence-a1"}
     client.submit(body)
     client.submit(body)  # same attempt again: Ray refuses the duplicate id, no second job
-    listed = client._call("GET", "/api/jobs/")
+    listed = client.jobs()
     assert [j["submission_id"] for j in listed].count("django-ray-idempotence-a1") == 1
     wait_until(lambda: client.status("django-ray-idempotence-a1")["status"] == "SUCCEEDED", 60)
     assert TaskAttempt.objects.count() == 0
@@ -61,14 +63,14 @@ def _row(result) -> RayTaskExecution:
     return RayTaskExecution.objects.get(task_id=result.id)
 
 
-def _job_status(client: JobsClient, result) -> str | None:
+def _job_status(client: RayDashboard, result) -> str | None:
     row = _row(result)
     details = client.status(row.ray_job_id) if row.ray_job_id else None
     return details["status"] if details else None
 
 
 def test_cancel_of_a_running_ray_job_stops_the_job(start_worker, ray_head):
-    client = JobsClient(ray_head.dashboard_url)
+    client = RayDashboard(ray_head.dashboard_url)
     long = tasks.sleep_for.enqueue(60, marker="job-cancel-finished")
     worker = start_worker(env=job_mode_env(ray_head))
     wait_until(lambda: _job_status(client, long) == "RUNNING", 120, explain=worker.log)
@@ -83,7 +85,7 @@ def test_cancel_of_a_running_ray_job_stops_the_job(start_worker, ray_head):
 
 
 def test_a_ray_job_outlives_its_killed_worker_and_is_adopted(start_worker, ray_head):
-    client = JobsClient(ray_head.dashboard_url)
+    client = RayDashboard(ray_head.dashboard_url)
     long = tasks.sleep_for.enqueue(12, marker="adopted-job-done")
     victim = start_worker("--worker-id", "victim-job", env=job_mode_env(ray_head))
     wait_until(lambda: _job_status(client, long) == "RUNNING", 120, explain=victim.log)
@@ -112,7 +114,7 @@ def test_a_ray_job_outlives_its_killed_worker_and_is_adopted(start_worker, ray_h
 
 
 def test_sigterm_leaves_ray_jobs_running_for_adoption(start_worker, ray_head):
-    client = JobsClient(ray_head.dashboard_url)
+    client = RayDashboard(ray_head.dashboard_url)
     long = tasks.sleep_for.enqueue(10, marker="handed-over")
     first = start_worker("--worker-id", "leaving-job", env=job_mode_env(ray_head))
     wait_until(lambda: _job_status(client, long) == "RUNNING", 120, explain=first.log)
@@ -136,7 +138,7 @@ def test_sigterm_leaves_ray_jobs_running_for_adoption(start_worker, ray_head):
 
 
 def test_a_cancel_whose_ray_job_worker_was_killed_stops_the_job(start_worker, ray_head):
-    client = JobsClient(ray_head.dashboard_url)
+    client = RayDashboard(ray_head.dashboard_url)
     long = tasks.announce_and_sleep.enqueue(60, "orphan-job-cancel")
     victim = start_worker("--worker-id", "victim-job-cancel", env=job_mode_env(ray_head))
     wait_until(

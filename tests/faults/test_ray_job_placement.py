@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
-from django_ray.runners.ray_job import JobsClient
+from django_ray.ray_dashboard import RayDashboard
 from tests import tasks
 from tests.conftest import wait_until
 from tests.faults.conftest import (
@@ -39,7 +39,7 @@ def _head_node_id(head: RayHead) -> str:
 
 def _driver_nodes(head: RayHead) -> dict[str, str]:
     """Task id -> the node its (last) Ray Job ran on, as the Jobs API reports it."""
-    client = JobsClient(head.dashboard_url)
+    client = RayDashboard(head.dashboard_url)
     return {
         row.task_id: str(client.status(row.ray_job_id)["driver_node_id"])
         for row in RayTaskExecution.objects.all()

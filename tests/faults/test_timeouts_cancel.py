@@ -9,7 +9,7 @@ import pytest
 import django_ray
 from django_ray.lifecycle import IllegalTransition
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
-from django_ray.runners.ray_job import JobsClient
+from django_ray.ray_dashboard import RayDashboard
 from tests import tasks
 from tests.conftest import wait_until
 from tests.faults.conftest import job_mode_env, report, timed_wait
@@ -107,7 +107,7 @@ def test_cancel_whose_worker_was_killed_is_finished_by_another_worker(start_work
 
 def _job_status(head, job_id: str) -> str:
     # "" until Ray knows the job (ray_job_id is stored before the job is submitted).
-    details = JobsClient(head.dashboard_url).status(job_id)
+    details = RayDashboard(head.dashboard_url).status(job_id)
     return str(details["status"]) if details else ""
 
 

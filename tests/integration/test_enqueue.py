@@ -101,7 +101,7 @@ def test_non_string_dict_key_is_refused_by_name() -> None:
 
 def test_nul_character_is_refused_by_name() -> None:
     assert "argument kwargs['name'] contains a NUL character" in _refused(name="a\x00b")
-    assert "argument args[0]['k\\x00'] is a key containing a NUL" in _refused({"k\x00": 1})
+    assert "argument args[0]['k\\x00'] is a key that contains a NUL" in _refused({"k\x00": 1})
 
 
 def test_datetime_argument_is_refused_by_name() -> None:
@@ -197,3 +197,58 @@ def test_enqueue_is_part_of_the_callers_transaction() -> None:
         assert RayTaskExecution.objects.count() == 1
         raise Abort
     assert not RayTaskExecution.objects.exists()
+
+
+# -- Django Tasks API: what get_result() and errors look like (issue 11, hole 7) -------------
+
+
+def test_a_task_enqueued_without_run_after_reads_back_without_one() -> None:
+    result = tasks.add.enqueue(1, 2)
+    fetched = task_backends["default"].get_result(result.id)
+    assert fetched.task.run_after is None
+    assert fetched.task == result.task
+
+
+def test_a_requested_run_after_reads_back_unchanged() -> None:
+    when = timezone.now() + datetime.timedelta(hours=1)
+    result = tasks.add.using(run_after=when).enqueue(1, 2)
+    assert task_backends["default"].get_result(result.id).task.run_after == when
+
+
+def test_non_json_arguments_raise_an_error_that_is_also_a_type_error() -> None:
+    with pytest.raises(TypeError, match=r"args\[0\] is a builtins.set"):
+        tasks.echo.enqueue({1, 2})
+    with pytest.raises(InvalidTask):
+        tasks.echo.enqueue(x=object())
+
+
+def test_a_digest_only_result_never_reads_as_none() -> None:
+    from django_ray.errors import ResultNotKept
+
+    result = tasks.big_result.enqueue(10)
+    RayTaskExecution.objects.filter(task_id=result.id).update(
+        state=TaskState.SUCCEEDED,
+        result_data=None,
+        result_reference="oversize://sha256/" + "0" * 64 + "?bytes=2000000",
+    )
+    fetched = task_backends["default"].get_result(result.id)
+    assert fetched.status == TaskResultStatus.SUCCESSFUL
+    with pytest.raises(ResultNotKept, match="MAX_RESULT_SIZE_BYTES") as info:
+        _ = fetched.return_value
+    assert isinstance(info.value, ValueError)
+    assert "RESULT_STORAGE_BACKEND" in str(info.value)
+    result.refresh()  # the enqueue-time result object reads the same way after a refresh
+    with pytest.raises(ResultNotKept):
+        _ = result.return_value
+
+
+def test_queues_given_as_a_string_fail_the_system_check() -> None:
+    from django_ray.backends import RayTaskBackend
+
+    backend = RayTaskBackend("broken", {"QUEUES": "default", "OPTIONS": {}})
+    errors = backend.check()
+    assert [e.id for e in errors] == ["django_ray.E023"]
+    assert "must be a list of queue names" in errors[0].msg
+    assert "['default']" in errors[0].hint
+    assert RayTaskBackend("ok", {"QUEUES": ["a", "b"], "OPTIONS": {}}).check() == []
+    assert RayTaskBackend("unset", {"OPTIONS": {}}).check() == []

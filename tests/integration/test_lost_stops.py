@@ -22,6 +22,7 @@ from django_ray.outcomes import ClaimedTask, OutcomeKind
 from django_ray.runners.base import Finished, Runner
 from django_ray.runners.ray_core import RayCoreRunner
 from django_ray.runners.ray_job import RayJobRunner
+from django_ray.worker import ray_jobs
 from tests import tasks
 from tests.conftest import wait_until
 from tests.models import TaskProbe
@@ -73,7 +74,7 @@ def _claimed(execution_id: int, timeout_seconds: float | None) -> ClaimedTask:
 def _wait_for_outcome(runner: Runner, within: float) -> Finished:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        finished = runner.wait(1.0)
+        finished = runner.poll(1.0)
         if finished:
             return finished
     raise AssertionError(f"the Ray call was still running {within}s after it was told to stop")
@@ -85,7 +86,7 @@ def _wait_until_the_body_runs(runner: RayCoreRunner, head: RayHead) -> None:
     while time.monotonic() < deadline:
         if any(t.get("state") == "RUNNING" for t in tasks_of_job(head, job_id)):
             return
-        assert not runner.wait(0.5), "the sleeping call ended by itself"
+        assert not runner.poll(0.5), "the sleeping call ended by itself"
     raise AssertionError("the Ray call never started running")
 
 
@@ -105,7 +106,7 @@ def test_a_cancel_that_ray_lost_is_sent_again(
     runner = ray_core_runner
     lossy, task = _submit_losing_the_first_cancel(runner, 1, timeout_seconds=None)
     _wait_until_the_body_runs(runner, ray_head)
-    runner.cancel([task.id])
+    runner.stop([task.id])
     finished = _wait_for_outcome(runner, STOP_WITHIN_SECONDS)
     assert [(t.id, o.kind) for t, o in finished] == [(task.id, OutcomeKind.CANCELLED)]
     assert lossy.cancels >= 2
@@ -131,7 +132,7 @@ def test_a_cancel_is_not_repeated_before_the_resend_interval(
     lossy, task = _submit_losing_the_first_cancel(runner, 3, timeout_seconds=None)
     # The worker's cancel check hands the same ids over again and again.
     for _ in range(5):
-        runner.cancel([task.id])
+        runner.stop([task.id])
     assert lossy.cancels == 1
     finished = _wait_for_outcome(runner, STOP_WITHIN_SECONDS)
     assert [(t.id, o.kind) for t, o in finished] == [(task.id, OutcomeKind.CANCELLED)]
@@ -162,13 +163,15 @@ def test_a_ray_job_stop_that_was_lost_is_sent_again(ray_head) -> None:
     lossy = FirstJobStopLost(real_client)
     runner.client = lossy
     [claimed] = claim.claim("lost-stop-worker", None, 1)
+    # The worker's part: the job id goes on the row before the job is submitted.
+    assert ray_jobs.attach(runner, [claimed], "default") == [claimed]
     runner.submit([claimed])
     submission_id = runner._jobs[claimed.id].submission_id
     try:
         # The job's body runs (not merely its entrypoint starting up).
         wait_until(lambda: TaskProbe.objects.filter(name="lost-job-stop-started").exists(), 120)
         assert operator.request_cancel(result.id) == TaskState.CANCELLING
-        runner.cancel([claimed.id])
+        runner.stop([claimed.id])
         finished = _wait_for_outcome(runner, STOP_WITHIN_SECONDS)
     finally:
         runner.release()

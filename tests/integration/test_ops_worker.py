@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from django_ray import results
+from django_ray.errors import ResultNotKept
 from django_ray.models import RayTaskExecution, TaskState
 from django_ray.results import ResultReferenceError, load_result
 from tests import tasks
@@ -177,9 +178,11 @@ def test_oversized_results_are_stored_by_reference_and_rehydrated(
     backend = tasks.echo.get_backend()
     if kind == "digest":
         # Metadata only: the result stays readable (status, attempts); the value is gone, and
-        # loading the reference itself says why and what to configure.
+        # reading it (or loading the reference) says why and what to configure.
         result = backend.get_result(big.id)
-        assert result.status == "SUCCESSFUL" and result.return_value is None
+        assert result.status == "SUCCESSFUL"
+        with pytest.raises(ResultNotKept, match="MAX_RESULT_SIZE_BYTES"):
+            _ = result.return_value
         with pytest.raises(ResultReferenceError, match="digest-only"):
             load_result(row.result_reference)
         return

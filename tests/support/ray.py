@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django_ray.ray_auth import auth_headers, auth_token
+from django_ray.ray_auth import auth_token
+from django_ray.ray_dashboard import DashboardError, DashboardUnreachable, RayDashboard
 from tests.support.postgres import free_ports
 
 # The ports every Ray node listens on besides its worker port range; given explicitly, since
@@ -119,8 +120,6 @@ class RayHead:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
-        import urllib.request
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -133,14 +132,10 @@ class RayHead:
                     return
                 time.sleep(0.5)
                 continue
-            request = urllib.request.Request(
-                f"{self.dashboard_url}/api/version", headers=auth_headers()
-            )
             try:
-                with urllib.request.urlopen(request, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
+                RayDashboard(self.dashboard_url, timeout=2).version()
+                return
+            except (DashboardError, DashboardUnreachable):
                 pass
             time.sleep(0.5)
         raise RayHeadUnavailable(f"Ray head not ready after {timeout}s:\n{self.log_tail()}")
@@ -296,12 +291,7 @@ class RayNode:
 
 
 def _state_api(head: RayHead, path: str) -> list[dict[str, object]]:
-    import json
-    import urllib.request
-
-    request = urllib.request.Request(f"{head.dashboard_url}{path}", headers=auth_headers())
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())["data"]["result"]["result"]
+    return RayDashboard(head.dashboard_url).request("GET", path)["data"]["result"]["result"]
 
 
 def nodes(head: RayHead) -> list[dict[str, object]]:

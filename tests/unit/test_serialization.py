@@ -62,3 +62,33 @@ def test_json_values_round_trip_and_tuples_become_lists() -> None:
 
 def test_big_ints_and_empty_containers_pass() -> None:
     assert check_json([2**70, -(2**70), {}, [], ""], "args") == [2**70, -(2**70), {}, [], ""]
+
+
+@pytest.mark.parametrize("text", ["a\ud800b", "\udfff", "ok \udc80"])
+def test_lone_surrogates_are_refused_in_values_and_keys(text: str) -> None:
+    with pytest.raises(NotJSONSerializable, match="lone surrogate"):
+        check_json([text], "args")
+    with pytest.raises(NotJSONSerializable, match="lone surrogate") as info:
+        check_json({text: 1}, "kwargs")
+    assert info.value.path.startswith("kwargs[")
+
+
+def test_nesting_deeper_than_the_limit_is_refused_without_recursion_error() -> None:
+    from django_ray.serialization import MAX_DEPTH
+
+    ok: list[object] = []
+    for _ in range(MAX_DEPTH - 1):
+        ok = [ok]
+    check_json(ok, "value")
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(NotJSONSerializable, match=f"deeper than {MAX_DEPTH}"):
+        check_json(deep, "value")
+
+
+def test_a_value_that_contains_itself_is_refused() -> None:
+    loop: dict[str, object] = {}
+    loop["self"] = loop
+    with pytest.raises(NotJSONSerializable, match="contains itself"):
+        check_json(loop, "return value")

@@ -253,3 +253,51 @@ def test_bad_entrypoint_resources_name_the_problem(value: dict[str, Any], words:
     assert error.msg.startswith("DJANGO_RAY['RAY_JOB_ENTRYPOINT_RESOURCES']: ")
     assert words in error.msg
     assert "head node" in error.hint
+
+
+@pytest.mark.parametrize(
+    ("value", "check_id", "words"),
+    [
+        (0, "django_ray.E005", "must be at least 1"),
+        (2**31, "django_ray.E005", "must be at most"),
+        ("1MB", "django_ray.E003", "must be int, not str"),
+        (1.5, "django_ray.E003", "must be int, not float"),
+    ],
+)
+def test_max_args_size_bytes_is_checked(value: object, check_id: str, words: str) -> None:
+    error = _one(MAX_ARGS_SIZE_BYTES=value)
+    assert error.id == check_id and words in error.msg
+
+
+@pytest.mark.parametrize(
+    ("value", "check_id", "words"),
+    [
+        ("myapp.tasks", "django_ray.E003", "must be list or tuple or None, not str"),
+        (["myapp tasks"], "django_ray.E006", "is not a dotted module name"),
+        ([3], "django_ray.E006", "is not a dotted module name"),
+    ],
+)
+def test_task_modules_is_checked(value: object, check_id: str, words: str) -> None:
+    error = _one(TASK_MODULES=value)
+    assert error.id == check_id and words in error.msg
+
+
+def test_good_task_modules_and_args_limits_pass() -> None:
+    assert _errors(TASK_MODULES=["tests.tasks", "myapp"], MAX_ARGS_SIZE_BYTES=4096) == []
+    assert _errors(TASK_MODULES=None) == []
+
+
+def test_a_claim_fetches_at_most_256_mib_of_arguments() -> None:
+    from django_ray.conf import CLAIM_MAX_ARGS_BYTES, claim_batch_limit
+
+    with override_settings(DJANGO_RAY={**TEST_RAY, "CLAIM_BATCH_SIZE": 500}):
+        assert claim_batch_limit(1000) == 256  # 256 MiB / 1 MiB (the default limit)
+        assert claim_batch_limit(10) == 10
+        assert claim_batch_limit(0) == 0
+    big = {**TEST_RAY, "CLAIM_BATCH_SIZE": 100_000, "MAX_ARGS_SIZE_BYTES": 1 << 30}
+    with override_settings(DJANGO_RAY=big):
+        assert claim_batch_limit(10_000) == 1  # one huge row at a time, never none
+    small = {**TEST_RAY, "CLAIM_BATCH_SIZE": 500, "MAX_ARGS_SIZE_BYTES": 1024}
+    with override_settings(DJANGO_RAY=small):
+        assert claim_batch_limit(10_000) == 500
+    assert CLAIM_MAX_ARGS_BYTES == 256 * 1024 * 1024
