@@ -71,7 +71,7 @@ apt_install() {
   [ "$added_policy" = 1 ] && rm -f "$policy"
   # The distribution's default PostgreSQL cluster is not needed (and would hold a port).
   if command -v pg_lsclusters >/dev/null; then
-    pg_lsclusters -h | while read -r ver name _; do pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true; done
+    pg_lsclusters -h | while read -r ver name _; do pg_ctlcluster "$ver" "$name" stop >/dev/null 2>&1 || true; done
   fi
   return 0
 }

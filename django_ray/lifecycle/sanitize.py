@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from django_ray.execution import MAX_ERROR_MESSAGE
 from django_ray.outcomes import Outcome
+from django_ray.serialization import MAX_DEPTH
 
 #: Longest error message kept (characters); the rest is cut with a note saying how much. The
 #: process running the body cuts there already; this holds for every other source of outcomes.
@@ -22,9 +23,9 @@ MAX_MESSAGE_CHARS = MAX_ERROR_MESSAGE
 MAX_TRACEBACK_CHARS = 256 * 1024
 #: ``error_class_path`` column size (models.RayTaskExecution / TaskAttempt).
 MAX_CLASS_PATH_CHARS = 255
-#: Deepest nesting of a return value kept (PostgreSQL's jsonb parser is recursive, and a
-#: deeper value fails there with "stack depth limit exceeded").
-MAX_RESULT_DEPTH = 200
+#: Deepest nesting of a return value kept: the one limit of serialization (PostgreSQL's jsonb
+#: parser is recursive, and a much deeper value fails there with "stack depth limit exceeded").
+MAX_RESULT_DEPTH = MAX_DEPTH
 
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 

@@ -94,10 +94,12 @@ CASES: list[tuple[str, Callable[[str], Any], str, str]] = [
     ("message-surrogate", lambda m: bad.raise_text.enqueue(m, "surrogate"), "PermanentError", "lone \\ud800 surrogate"),
     ("message-megabytes", lambda m: bad.raise_text.enqueue(m, "megabytes"), "PermanentError", "characters cut: django-ray keeps 262144"),
     ("class-path-too-long", lambda m: bad.raise_long_class.enqueue(m), "tests.bad_outcome_tasks.Loooo", "is longer than 255 characters"),
-    ("result-surrogate", lambda m: bad.return_bad.enqueue(m, "surrogate"), UNSTORABLE_RESULT, "lone surrogate"),
-    ("result-surrogate-key", lambda m: bad.return_bad.enqueue(m, "surrogate-key"), UNSTORABLE_RESULT, "lone surrogate"),
+    # The executing process refuses these before they reach the record path (serialization's
+    # check); the record path's own guard (UnstorableResult) is tested without a worker below.
+    ("result-surrogate", lambda m: bad.return_bad.enqueue(m, "surrogate"), "NotJSONSerializable", "lone surrogate"),
+    ("result-surrogate-key", lambda m: bad.return_bad.enqueue(m, "surrogate-key"), "NotJSONSerializable", "lone surrogate"),
     ("result-nul", lambda m: bad.return_bad.enqueue(m, "nul"), "NotJSONSerializable", "NUL character"),
-    ("result-too-deep", lambda m: bad.return_bad.enqueue(m, "deep"), UNSTORABLE_RESULT, "nests 300 levels deep"),
+    ("result-too-deep", lambda m: bad.return_bad.enqueue(m, "deep"), "NotJSONSerializable", "deeper than 100 levels"),
     ("result-not-json", lambda m: bad.return_bad.enqueue(m, "object"), "NotJSONSerializable", "not JSON serializable"),
     ("result-set", lambda m: bad.return_bad.enqueue(m, "set"), "NotJSONSerializable", "builtins.set"),
 ]  # fmt: skip

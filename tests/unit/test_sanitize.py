@@ -46,7 +46,7 @@ def test_result_problems_are_named() -> None:
     assert "NUL" in sanitize.result_problem(json.dumps("a\x00b"))
     assert sanitize.result_problem(json.dumps("a\\u0000b")) is None  # an escaped backslash
     deep = "[" * 300 + "]" * 300
-    assert sanitize.result_problem(deep) == "nests 300 levels deep; django-ray stores at most 200"
+    assert sanitize.result_problem(deep) == "nests 300 levels deep; django-ray stores at most 100"
     wide = json.dumps([[1]] * 1000)  # many brackets, shallow
     assert sanitize.result_problem(wide) is None
     brackets_in_strings = json.dumps(["[" * 500])
