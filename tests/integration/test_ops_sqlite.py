@@ -22,6 +22,7 @@ def manage(db: Path, *args: str, timeout: float = 120) -> str:
         if not k.startswith(("DJANGO_RAY_TEST", "DJANGO_SETTINGS_MODULE", "RAY_ADDRESS"))
     }
     env["DATABASE_URL"] = f"sqlite:///{db}"
+    env["DJANGO_RAY_METRICS_ALLOW_ANONYMOUS"] = "1"  # as scripts/demo runs it
     result = subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT / "example",

@@ -253,3 +253,14 @@ def test_bad_entrypoint_resources_name_the_problem(value: dict[str, Any], words:
     assert error.msg.startswith("DJANGO_RAY['RAY_JOB_ENTRYPOINT_RESOURCES']: ")
     assert words in error.msg
     assert "head node" in error.hint
+
+
+def test_metrics_settings_refuse_short_tokens_and_non_bool_opt_outs() -> None:
+    short = _one(METRICS_BEARER_TOKEN="s3cret")
+    assert short.id == "django_ray.E006"
+    assert "openssl rand -hex 32" in short.msg
+    assert _errors(METRICS_BEARER_TOKEN="0123456789abcdef0123") == []
+    assert _errors(METRICS_ALLOW_ANONYMOUS=True) == []
+    assert _one(METRICS_ALLOW_ANONYMOUS="yes").id == "django_ray.E003"
+    assert _one(METRICS_CACHE_SECONDS=True).id == "django_ray.E003"  # bool is no duration
+    assert _one(WORKER_METRICS_ADDRESS=" ").id == "django_ray.E006"
