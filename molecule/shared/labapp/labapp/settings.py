@@ -62,4 +62,8 @@ DJANGO_RAY = {
     "STUCK_TASK_TIMEOUT_SECONDS": _seconds("LAB_STUCK_SECONDS", 12.0),
     "SHUTDOWN_GRACE_SECONDS": _seconds("DJANGO_RAY_SHUTDOWN_GRACE_SECONDS", 30.0),
     "WORKER_METRICS_PORT": int(_metrics_port) if _metrics_port else None,
+    # Written by the django_ray role into secrets.env; Prometheus sends the same token.
+    "METRICS_BEARER_TOKEN": os.environ.get("DJANGO_RAY_METRICS_BEARER_TOKEN") or None,
+    "DEFAULT_TIMEOUT_SECONDS": float(os.environ.get("DJANGO_RAY_DEFAULT_TIMEOUT_SECONDS") or 0)
+    or None,
 }
