@@ -22,6 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from django_ray.durations import parse_duration
+from django_ray.management.options import add_dry_run_options
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "LOST")
 
@@ -48,15 +49,10 @@ class Command(BaseCommand):
             "--batch-size", type=int, default=1000, help="Rows per delete (default 1000)."
         )
         parser.add_argument("--leases", action="store_true", help="Also prune inactive leases.")
-        mode = parser.add_mutually_exclusive_group()
-        mode.add_argument(
-            "--dry-run",
-            action="store_true",
-            default=True,
-            help="Count only; delete nothing (the default).",
-        )
-        mode.add_argument(
-            "--execute", "--yes", action="store_true", help="Really delete the rows and payloads."
+        add_dry_run_options(
+            parser,
+            "Count only; delete nothing (the default).",
+            "Really delete the rows and payloads.",
         )
         parser.add_argument("--json", action="store_true", help="Print a JSON summary.")
         parser.add_argument("--database", default="default", help="Database alias.")
