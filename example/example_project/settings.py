@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -51,6 +51,8 @@ def database_from_url(url: str) -> dict[str, object]:
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
             "CONN_MAX_AGE": int(os.environ.get("DJANGO_CONN_MAX_AGE", "60")),
+            # libpq parameters from the query, e.g. ?sslmode=verify-full&sslrootcert=/path/ca.crt
+            "OPTIONS": dict(parse_qsl(parts.query)),
         }
     raise ValueError(
         f"DATABASE_URL scheme {parts.scheme!r} is not supported; use postgresql://user:pass@host/db "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 
 def _database(url: str) -> dict[str, object]:
@@ -18,7 +18,8 @@ def _database(url: str) -> dict[str, object]:
         "HOST": parts.hostname or "",
         "PORT": parts.port or 5432,
         "CONN_MAX_AGE": 0,
-        "OPTIONS": {"connect_timeout": 5},
+        # sslmode=verify-full&sslrootcert=... from the role's DATABASE_URL: TLS, server verified.
+        "OPTIONS": {"connect_timeout": 5, **dict(parse_qsl(parts.query))},
     }
 
 
