@@ -133,3 +133,15 @@ def test_example_serves_no_demo_api_unless_opted_in(tmp_path: Path) -> None:
         extra_env={"DJANGO_RAY_EXAMPLE_DEMO_API": "1", "DJANGO_RAY_DEFAULT_TIMEOUT_SECONDS": "600"},
     )
     assert "STATUS 400 600.0" in opted_in  # mounted: the empty body names no task
+
+
+def test_example_database_url_passes_tls_parameters_to_libpq(tmp_path: Path) -> None:
+    out = manage(
+        tmp_path / "unused.sqlite3",
+        "shell",
+        "-c",
+        "from example_project.settings import database_from_url\n"
+        "url = 'postgresql://u:p@10.0.0.5:5432/d?sslmode=verify-full&sslrootcert=/etc/ca.crt'\n"
+        "print('OPTIONS', sorted(database_from_url(url)['OPTIONS'].items()))\n",
+    )
+    assert "OPTIONS [('sslmode', 'verify-full'), ('sslrootcert', '/etc/ca.crt')]" in out
