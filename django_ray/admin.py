@@ -69,6 +69,14 @@ class QueueFilter(_TopValuesFilter):
     field = "queue_name"
 
 
+class _NoDelete:
+    """Rows leave only through django_ray_prune: deleting a live row or lease by hand loses
+    work or makes its worker exit, and deleting history hides incidents."""
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class TaskAttemptInline(admin.TabularInline):
     """Every finished attempt of an execution, oldest first: the whole failure history."""
 
@@ -143,7 +151,7 @@ def _too_many(modeladmin: admin.ModelAdmin, request: HttpRequest, count: int, ve
 
 
 @admin.register(RayTaskExecution)
-class RayTaskExecutionAdmin(admin.ModelAdmin):
+class RayTaskExecutionAdmin(_NoDelete, admin.ModelAdmin):
     """Executions: filter by state, queue, callable and worker; retry or cancel in batches."""
 
     # State and error first so they stay on screen; the rest is one click away.
@@ -306,7 +314,7 @@ class RayTaskExecutionAdmin(admin.ModelAdmin):
 
 
 @admin.register(TaskWorkerLease)
-class TaskWorkerLeaseAdmin(admin.ModelAdmin):
+class TaskWorkerLeaseAdmin(_NoDelete, admin.ModelAdmin):
     """Worker leases with heartbeat age and status (active, stale, inactive)."""
 
     list_display = (
@@ -344,7 +352,7 @@ class TaskWorkerLeaseAdmin(admin.ModelAdmin):
 
 
 @admin.register(TaskAttempt)
-class TaskAttemptAdmin(admin.ModelAdmin):
+class TaskAttemptAdmin(_NoDelete, admin.ModelAdmin):
     """Attempts across executions: find every failure of a callable or a worker."""
 
     list_display = (

@@ -93,6 +93,23 @@ def _non_negative(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
 
+def _non_blank_address(value: Any) -> str | None:
+    return None if value.strip() else "name an address such as 127.0.0.1 or 10.0.0.5"
+
+
+#: Shortest METRICS_BEARER_TOKEN accepted: a guessable token is no protection.
+MIN_TOKEN_LENGTH = 16
+
+
+def _long_enough_token(value: Any) -> str | None:
+    if len(value.strip()) >= MIN_TOKEN_LENGTH:
+        return None
+    return (
+        f"the token has {len(value.strip())} characters; use at least {MIN_TOKEN_LENGTH}, "
+        "e.g. the output of: openssl rand -hex 32"
+    )
+
+
 SETTINGS: dict[str, Setting] = {
     "RAY_ADDRESS": Setting(
         None,
@@ -261,11 +278,34 @@ SETTINGS: dict[str, Setting] = {
         65_535,
         nullable=True,
     ),
+    "WORKER_METRICS_ADDRESS": Setting(
+        "127.0.0.1",
+        (str,),
+        "Address the worker's exporter binds ($DJANGO_RAY_WORKER_METRICS_ADDRESS wins): loopback "
+        "by default; set the node's cluster address for a Prometheus on another host.",
+        validator=_non_blank_address,
+    ),
     "METRICS_BEARER_TOKEN": Setting(
         None,
         (str,),
-        "If set, /api/metrics requires 'Authorization: Bearer <token>'.",
+        "Token /api/metrics requires as 'Authorization: Bearer <token>' (None: every scrape gets "
+        "401 unless METRICS_ALLOW_ANONYMOUS is True).",
         nullable=True,
+        validator=_long_enough_token,
+    ),
+    "METRICS_ALLOW_ANONYMOUS": Setting(
+        False,
+        (bool,),
+        "Serve /api/metrics without a token when METRICS_BEARER_TOKEN is unset (local "
+        "development only: the metrics name queues and failing callables).",
+    ),
+    "METRICS_CACHE_SECONDS": Setting(
+        5.0,
+        (int, float),
+        "How long one /api/metrics database read is reused by later scrapes in the same "
+        "process (0: read on every scrape).",
+        0,
+        3_600,
     ),
 }
 
@@ -349,7 +389,9 @@ def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
         if value is None and spec.nullable:
             continue
         # bool is an int subclass: True is never a sensible count or number of seconds.
-        if not isinstance(value, spec.types) or isinstance(value, bool):
+        if not isinstance(value, spec.types) or (
+            isinstance(value, bool) and bool not in spec.types
+        ):
             errors.append(
                 checks.Error(
                     f"{SETTINGS_NAME}[{key!r}] must be {_type_names(spec.types)}"

@@ -151,15 +151,31 @@ def configured_port(environ: Mapping[str, str] | None = None) -> int | None:
 ADDRESS_ENV = "DJANGO_RAY_WORKER_METRICS_ADDRESS"
 
 
+def configured_address(environ: Mapping[str, str] | None = None) -> str:
+    """The exporter's bind address: ``$DJANGO_RAY_WORKER_METRICS_ADDRESS`` if set, else the
+    ``WORKER_METRICS_ADDRESS`` setting (loopback by default).
+
+    Never all interfaces by default: the deployment names the node's cluster address, which
+    its firewall opens to the monitoring host only.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(ADDRESS_ENV, "").strip()
+    if raw:
+        return raw
+    from django_ray.conf import ray_settings
+
+    address: str = ray_settings().WORKER_METRICS_ADDRESS.strip()
+    return address
+
+
 def start_exporter(port: int | None = None, addr: str | None = None) -> int | None:
     """Serve the worker's metrics on ``port`` (default: :func:`configured_port`).
 
     ``None`` (the default setting) serves nothing; ``0`` picks a free port. The address is
-    ``addr``, else ``$DJANGO_RAY_WORKER_METRICS_ADDRESS``, else all interfaces (bind it to the
-    cluster network where Prometheus scrapes from). Returns the bound port, or None. Starting
-    twice returns the port already bound.
+    ``addr``, else :func:`configured_address`. Returns the bound port, or None. Starting twice
+    returns the port already bound.
     """
-    addr = addr or os.environ.get(ADDRESS_ENV, "").strip() or "0.0.0.0"
+    addr = addr or configured_address()
     if port is None:
         port = configured_port()
     if port is None:

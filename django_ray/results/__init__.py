@@ -36,6 +36,7 @@ __all__ = [
     "ResultReferenceError",
     "ResultStorage",
     "ResultStorageError",
+    "delete_result",
     "get_storage",
     "load_result",
     "load_result_bytes",
@@ -121,6 +122,16 @@ def load_result_bytes(reference: str) -> bytes:
     parsed = parse_reference(reference)
     storage = get_storage(_BACKEND_BY_SCHEME[parsed.scheme])
     return verify_payload(parsed, storage.fetch(parsed))
+
+
+def delete_result(reference: str) -> bool:
+    """Delete the payload behind ``reference`` from the storage that wrote it.
+
+    Returns False when nothing was stored (digest-only references, already deleted). The caller
+    makes sure no remaining row references the same (content-addressed) payload.
+    """
+    parsed = parse_reference(reference)
+    return get_storage(_BACKEND_BY_SCHEME[parsed.scheme]).delete(parsed)
 
 
 def load_result(reference: str) -> Any:

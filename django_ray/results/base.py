@@ -159,6 +159,14 @@ class ResultStorage(ABC):
         Verification happens in the caller; implementations must not read unbounded data.
         """
 
+    @abstractmethod
+    def delete(self, reference: ResultReference) -> bool:
+        """Remove the payload behind ``reference``; False if there was none. Idempotent.
+
+        Payloads are content-addressed, so the caller must first make sure no other row still
+        references the same payload (``django_ray_prune`` does).
+        """
+
 
 def check_same_bucket(reference: ResultReference, configured: str, setting: str) -> None:
     """Refuse a reference naming a bucket other than the one this reader is configured for."""

@@ -18,6 +18,9 @@ class DigestStorage(ResultStorage):
     def store(self, payload: bytes) -> ResultReference:
         return ResultReference(scheme=self.scheme, digest=sha256_hex(payload), size=len(payload))
 
+    def delete(self, reference: ResultReference) -> bool:
+        return False  # nothing was stored
+
     def fetch(self, reference: ResultReference) -> bytes:
         raise ResultReferenceError(
             f"{reference} is a digest-only reference: the result was larger than "

@@ -2,7 +2,9 @@
 
 Layout: ``<root>/sha256/<first 2 hex>/<digest>.json``. A write goes to a temporary file in the
 same directory, is fsynced, then renamed into place, so a reader never sees a partial file; the
-same payload written twice lands on the same name.
+same payload written twice lands on the same name. Files are written :data:`FILE_MODE` (owner
+read-write, group read, nothing for others) in directories of :data:`DIR_MODE`: results may hold
+personal data, and the web reads them as the workers' user or group.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from django_ray.results.base import (
     ResultStorageError,
     sha256_hex,
 )
+
+#: Mode of every result file: readable by the owner and its group only.
+FILE_MODE = 0o640
+#: Mode of the directories created under the root.
+DIR_MODE = 0o750
 
 
 class FilesystemStorage(ResultStorage):
@@ -45,14 +52,14 @@ class FilesystemStorage(ResultStorage):
         try:
             if target.is_file() and target.stat().st_size == len(payload):
                 return reference  # content-addressed: already there
-            target.parent.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(target.parent)
             fd, tmp = tempfile.mkstemp(prefix=f".{digest[:16]}.", suffix=".tmp", dir=target.parent)
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(payload)
                     handle.flush()
                     os.fsync(handle.fileno())
-                os.chmod(tmp, 0o644)
+                os.chmod(tmp, FILE_MODE)
                 os.replace(tmp, target)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
@@ -70,6 +77,22 @@ class FilesystemStorage(ResultStorage):
                 "the worker's user."
             ) from exc
         return reference
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create the root if missing, then ``sha256/<xx>`` below it with :data:`DIR_MODE`."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        directory.parent.mkdir(mode=DIR_MODE, exist_ok=True)
+        directory.mkdir(mode=DIR_MODE, exist_ok=True)
+
+    def delete(self, reference: ResultReference) -> bool:
+        path = self.path_for(reference.digest)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise ResultStorageError(f"Cannot delete result file {path}: {exc}.") from exc
+        return True
 
     def fetch(self, reference: ResultReference) -> bytes:
         path = self.path_for(reference.digest)

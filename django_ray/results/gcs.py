@@ -85,6 +85,18 @@ class GCSStorage(ResultStorage):
             prefix=self.prefix,
         )
 
+    def delete(self, reference: ResultReference) -> bool:
+        from google.api_core import exceptions as gexc
+
+        check_same_bucket(reference, self.bucket_name, "RESULT_STORAGE_GCS")
+        try:
+            self.bucket.blob(reference.key).delete()
+        except gexc.NotFound:
+            return False
+        except gexc.GoogleAPICallError as exc:
+            raise ResultStorageError(f"Cannot delete {reference}: {exc}.") from exc
+        return True
+
     def fetch(self, reference: ResultReference) -> bytes:
         from google.api_core import exceptions as gexc
 

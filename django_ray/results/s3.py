@@ -97,6 +97,25 @@ class S3Storage(ResultStorage):
             prefix=self.prefix,
         )
 
+    def delete(self, reference: ResultReference) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        check_same_bucket(reference, self.bucket, "RESULT_STORAGE_S3")
+        try:
+            # S3's DELETE succeeds for a missing key too: report what was there before.
+            self.client.head_object(Bucket=self.bucket, Key=reference.key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise ResultStorageError(f"Cannot delete {reference}: {exc}.") from exc
+        except BotoCoreError as exc:
+            raise ResultStorageError(f"Cannot delete {reference}: {exc}.") from exc
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=reference.key)
+        except (BotoCoreError, ClientError) as exc:
+            raise ResultStorageError(f"Cannot delete {reference}: {exc}.") from exc
+        return True
+
     def fetch(self, reference: ResultReference) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
 

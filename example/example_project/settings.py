@@ -8,15 +8,18 @@ The packaged deployment sets these in ``/etc/django-ray/django-ray.env``:
 - ``RAY_ADDRESS``: the Ray cluster (GCS ``host:6379`` for ``--cluster``, ``http://host:8265`` for
   the Ray Jobs runner);
 - ``DJANGO_RAY_QUEUES`` (comma-separated, default ``default,slow,cpu``);
-- ``DJANGO_RAY_RUNNER``, ``DJANGO_RAY_WORKER_METRICS_PORT``, ``DJANGO_RAY_METRICS_TOKEN``,
-  ``DJANGO_RAY_RESULT_STORAGE_BACKEND``, ``DJANGO_RAY_RESULT_STORAGE_FILESYSTEM_PATH``.
+- ``DJANGO_RAY_RUNNER``, ``DJANGO_RAY_WORKER_METRICS_PORT``,
+  ``DJANGO_RAY_WORKER_METRICS_ADDRESS``, ``DJANGO_RAY_METRICS_BEARER_TOKEN`` (``/api/metrics``
+  answers 401 without it unless ``DJANGO_RAY_METRICS_ALLOW_ANONYMOUS=1``),
+  ``DJANGO_RAY_DEFAULT_TIMEOUT_SECONDS``, ``DJANGO_RAY_RESULT_STORAGE_BACKEND``,
+  ``DJANGO_RAY_RESULT_STORAGE_FILESYSTEM_PATH``.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -48,6 +51,8 @@ def database_from_url(url: str) -> dict[str, object]:
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
             "CONN_MAX_AGE": int(os.environ.get("DJANGO_CONN_MAX_AGE", "60")),
+            # libpq parameters from the query, e.g. ?sslmode=verify-full&sslrootcert=/path/ca.crt
+            "OPTIONS": dict(parse_qsl(parts.query)),
         }
     raise ValueError(
         f"DATABASE_URL scheme {parts.scheme!r} is not supported; use postgresql://user:pass@host/db "
@@ -125,7 +130,9 @@ DJANGO_RAY: dict[str, object] = {
 }
 for _key, _cast in (
     ("WORKER_METRICS_PORT", int),
+    ("WORKER_METRICS_ADDRESS", str),
     ("METRICS_BEARER_TOKEN", str),
+    ("DEFAULT_TIMEOUT_SECONDS", float),
     ("RESULT_STORAGE_BACKEND", str),
     ("RESULT_STORAGE_FILESYSTEM_PATH", str),
     ("SHUTDOWN_GRACE_SECONDS", float),
@@ -137,6 +144,8 @@ for _key, _cast in (
     _value = os.environ.get(f"DJANGO_RAY_{_key}")
     if _value:
         DJANGO_RAY[_key] = _cast(_value)
+# The explicit opt-out of the metrics token, for local runs (scripts/demo, tests) only.
+DJANGO_RAY["METRICS_ALLOW_ANONYMOUS"] = os.environ.get("DJANGO_RAY_METRICS_ALLOW_ANONYMOUS") == "1"
 # The Ray address is read from RAY_ADDRESS by django-ray itself.
 
 LOGGING = {

@@ -151,3 +151,29 @@ def test_filters_and_readable_traceback(seeded) -> None:  # type: ignore[no-unty
     assert leases.status_code == 200 and b"inactive" in leases.content
     attempts = client.get("/admin/django_ray/taskattempt/?state=FAILED")
     assert attempts.status_code == 200
+
+
+def test_nothing_can_be_deleted_through_the_admin(seeded) -> None:  # type: ignore[no-untyped-def]
+    from django_ray.models import TaskWorkerLease
+
+    client = _client(superuser=True)
+    failed = seeded[TaskState.FAILED][0]
+    lease = TaskWorkerLease.objects.first()
+    attempt = TaskAttempt.objects.first()
+    assert lease is not None and attempt is not None
+    pages = {
+        f"{CHANGELIST}{failed.pk}/delete/": (RayTaskExecution, failed.pk),
+        f"/admin/django_ray/taskworkerlease/{lease.pk}/delete/": (TaskWorkerLease, lease.pk),
+        f"/admin/django_ray/taskattempt/{attempt.pk}/delete/": (TaskAttempt, attempt.pk),
+    }
+    for url, (model, pk) in pages.items():
+        assert client.post(url, {"post": "yes"}).status_code == 403, url
+        assert model.objects.filter(pk=pk).exists()
+    bulk = client.post(
+        CHANGELIST,
+        {"action": "delete_selected", "_selected_action": [failed.pk], "post": "yes"},
+        follow=True,
+    )
+    assert bulk.status_code == 200
+    assert RayTaskExecution.objects.filter(pk=failed.pk).exists()
+    assert "delete_selected" not in client.get(CHANGELIST).content.decode()

@@ -188,9 +188,14 @@ def test_prune_deletes_only_old_terminal_rows(history) -> None:  # type: ignore[
 
     dry = json.loads(run("django_ray_prune", "--older-than", "30d", "--dry-run", "--json"))
     assert dry["executions"] == 3 and dry["attempts"] == old_attempts
+    # Without --execute nothing is deleted: a dry run is the default, as for django_ray_requeue.
+    default = run("django_ray_prune", "--older-than", "30d", "--leases")
+    assert "Would delete 3 execution(s)" in default and "--execute" in default
     assert RayTaskExecution.objects.filter(id__in=old_ids).count() == 3
 
-    out = run("django_ray_prune", "--older-than", "30d", "--batch-size", "2", "--leases")
+    out = run(
+        "django_ray_prune", "--older-than", "30d", "--batch-size", "2", "--leases", "--execute"
+    )
     assert "Deleted 3 execution(s)" in out
     assert not RayTaskExecution.objects.filter(id__in=old_ids).exists()
     assert not TaskAttempt.objects.filter(execution_id__in=old_ids).exists()
@@ -198,3 +203,38 @@ def test_prune_deletes_only_old_terminal_rows(history) -> None:  # type: ignore[
     assert RayTaskExecution.objects.count() == 4
     with pytest.raises(CommandError, match="not a duration"):
         run("django_ray_prune", "--older-than", "forever")
+
+
+def test_prune_deletes_the_stored_payloads_no_remaining_row_uses(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from django_ray import results
+
+    settings.DJANGO_RAY = {
+        **settings.DJANGO_RAY,
+        "RESULT_STORAGE_BACKEND": "filesystem",
+        "RESULT_STORAGE_FILESYSTEM_PATH": str(tmp_path),
+    }
+    results._cache.clear()
+    own = results.store_result(b'{"big": "own"}')
+    shared = results.store_result(b'{"big": "shared"}')
+    long_ago = timezone.now() - timedelta(days=40)
+    for reference, finished in ((own, long_ago), (shared, long_ago), (shared, timezone.now())):
+        result = tasks.noop.enqueue()
+        RayTaskExecution.objects.filter(task_id=result.id).update(
+            state=TaskState.SUCCEEDED, finished_at=finished, result_reference=reference
+        )
+    files = {
+        ref: results.get_storage().path_for(results.parse_reference(ref).digest)
+        for ref in (own, shared)
+    }  # type: ignore[attr-defined]
+    assert all(path.exists() for path in files.values())
+
+    dry = json.loads(run("django_ray_prune", "--older-than", "30d", "--json"))
+    assert dry["mode"] == "dry-run" and dry["executions"] == 2 and dry["payloads"] == 2
+    assert all(path.exists() for path in files.values())
+
+    done = json.loads(run("django_ray_prune", "--older-than", "30d", "--yes", "--json"))
+    assert done["executions"] == 2 and done["payloads"] == 1 and done["payload_errors"] == []
+    assert not files[own].exists()
+    assert files[shared].exists()  # the recent row still references it
+    assert results.load_result(shared) == {"big": "shared"}
+    results._cache.clear()

@@ -100,10 +100,34 @@ def test_collector_reads_real_rows_with_one_query(start_worker) -> None:  # type
     assert s[("django_ray_metrics_db_up", ())] == 1
 
 
-def test_view_serves_metrics_behind_optional_bearer_token(settings) -> None:  # type: ignore[no-untyped-def]
+TOKEN = "0123456789abcdef-metrics"
+
+
+def test_view_refuses_every_scrape_when_no_token_is_configured(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.DJANGO_RAY = {**settings.DJANGO_RAY, "METRICS_CACHE_SECONDS": 0}
+    factory = RequestFactory()
+    refused = metrics_view(factory.get("/api/metrics"))
+    assert refused.status_code == 401
+    assert b"METRICS_BEARER_TOKEN" in refused.content
+    assert b"METRICS_ALLOW_ANONYMOUS" in refused.content
+    assert refused["WWW-Authenticate"].startswith("Bearer")
+    # Any bearer is refused too: there is nothing to compare it with.
+    guess = metrics_view(factory.get("/api/metrics", HTTP_AUTHORIZATION="Bearer "))
+    assert guess.status_code == 401
+
+    settings.DJANGO_RAY = {**settings.DJANGO_RAY, "METRICS_ALLOW_ANONYMOUS": True}
+    assert metrics_view(factory.get("/api/metrics")).status_code == 200
+
+
+def test_view_serves_metrics_behind_the_bearer_token(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.DJANGO_RAY = {
+        **settings.DJANGO_RAY,
+        "METRICS_BEARER_TOKEN": TOKEN,
+        "METRICS_CACHE_SECONDS": 0,
+    }
     tasks.noop.enqueue()
     factory = RequestFactory()
-    response = metrics_view(factory.get("/api/metrics"))
+    response = metrics_view(factory.get("/api/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}"))
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
     body = response.content.decode()
@@ -115,16 +139,51 @@ def test_view_serves_metrics_behind_optional_bearer_token(settings) -> None:  # 
         )
         assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
 
-    settings.DJANGO_RAY = {**settings.DJANGO_RAY, "METRICS_BEARER_TOKEN": "s3cret"}
     assert metrics_view(factory.get("/api/metrics")).status_code == 401
     wrong = factory.get("/api/metrics", HTTP_AUTHORIZATION="Bearer nope")
     denied = metrics_view(wrong)
     assert denied.status_code == 401
     assert denied["WWW-Authenticate"].startswith("Bearer")
-    ok = metrics_view(factory.get("/api/metrics", HTTP_AUTHORIZATION="Bearer s3cret"))
-    assert ok.status_code == 200
-    assert b"django_ray_tasks_total" in ok.content
+    # A token is never served anonymously, whatever METRICS_ALLOW_ANONYMOUS says.
+    settings.DJANGO_RAY = {**settings.DJANGO_RAY, "METRICS_ALLOW_ANONYMOUS": True}
+    assert metrics_view(factory.get("/api/metrics")).status_code == 401
     assert metrics_view(factory.post("/api/metrics")).status_code == 405
+
+
+def test_scrapes_within_the_cache_window_share_one_database_read(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.DJANGO_RAY = {
+        **settings.DJANGO_RAY,
+        "METRICS_BEARER_TOKEN": TOKEN,
+        "METRICS_CACHE_SECONDS": 3600,
+    }
+    from django_ray.metrics import views
+
+    views._registries.clear()
+    factory = RequestFactory()
+
+    def scrape(accept: str = "") -> str:
+        response = metrics_view(
+            factory.get("/api/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}", HTTP_ACCEPT=accept)
+        )
+        assert response.status_code == 200
+        return response.content.decode()
+
+    tasks.noop.enqueue()
+    with CaptureQueriesContext(connection) as queries:
+        first = scrape()
+        tasks.noop.enqueue()  # one INSERT, not a metrics read
+        second = scrape()
+        scrape("application/openmetrics-text; version=1.0.0")
+    reads = [q for q in queries if "django_ray_taskworkerlease" in q["sql"]]
+    assert len(reads) == 1, [q["sql"][:80] for q in queries]
+    assert "django_ray_tasks_queued 1.0" in first and second == first  # the cached read
+
+    settings.DJANGO_RAY = {**settings.DJANGO_RAY, "METRICS_CACHE_SECONDS": 0}
+    with CaptureQueriesContext(connection) as queries:
+        assert "django_ray_tasks_queued 2.0" in scrape()
+        scrape()
+    assert len(queries) == 2
+    views._registries.clear()
 
 
 def test_database_down_is_a_metric_not_a_crash() -> None:

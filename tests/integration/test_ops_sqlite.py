@@ -15,13 +15,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def manage(db: Path, *args: str, timeout: float = 120) -> str:
+def manage(
+    db: Path, *args: str, timeout: float = 120, extra_env: dict[str, str] | None = None
+) -> str:
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("DJANGO_RAY_TEST", "DJANGO_SETTINGS_MODULE", "RAY_ADDRESS"))
     }
     env["DATABASE_URL"] = f"sqlite:///{db}"
+    env["DJANGO_RAY_METRICS_ALLOW_ANONYMOUS"] = "1"  # as scripts/demo runs it
+    env.update(extra_env or {})
     result = subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT / "example",
@@ -108,3 +112,36 @@ def test_sqlite_orphan_recovery_gives_ray_job_rows_the_adoption_wait(tmp_path: P
     out = json.loads(manage(db, "shell", "-c", ORPHAN_SCENARIO).strip().splitlines()[-1])
     assert out["first"] == out["plain"]  # lease ended 1 s ago: only plain rows
     assert out["second"] == out["jobs"]  # lease ended 4 s ago (> 3 s stuck timeout): the jobs
+
+
+def test_example_serves_no_demo_api_unless_opted_in(tmp_path: Path) -> None:
+    db = tmp_path / "demo.sqlite3"
+    manage(db, "migrate", "-v0")
+    probe = (
+        "from django.test import Client\n"
+        "from django_ray.conf import ray_settings\n"
+        "c = Client(HTTP_HOST='localhost')\n"
+        "print('STATUS', c.post('/api/tasks', '{}', content_type='application/json').status_code,"
+        " ray_settings().DEFAULT_TIMEOUT_SECONDS)\n"
+    )
+    assert "STATUS 404 None" in manage(db, "shell", "-c", probe)
+    opted_in = manage(
+        db,
+        "shell",
+        "-c",
+        probe,
+        extra_env={"DJANGO_RAY_EXAMPLE_DEMO_API": "1", "DJANGO_RAY_DEFAULT_TIMEOUT_SECONDS": "600"},
+    )
+    assert "STATUS 400 600.0" in opted_in  # mounted: the empty body names no task
+
+
+def test_example_database_url_passes_tls_parameters_to_libpq(tmp_path: Path) -> None:
+    out = manage(
+        tmp_path / "unused.sqlite3",
+        "shell",
+        "-c",
+        "from example_project.settings import database_from_url\n"
+        "url = 'postgresql://u:p@10.0.0.5:5432/d?sslmode=verify-full&sslrootcert=/etc/ca.crt'\n"
+        "print('OPTIONS', sorted(database_from_url(url)['OPTIONS'].items()))\n",
+    )
+    assert "OPTIONS [('sslmode', 'verify-full'), ('sslrootcert', '/etc/ca.crt')]" in out

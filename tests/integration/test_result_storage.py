@@ -84,6 +84,28 @@ def test_filesystem_round_trip_is_content_addressed_and_atomic(
     assert files[0] == tmp_path / "sha256" / digest[:2] / f"{digest}.json"
 
 
+def test_filesystem_payloads_are_private_and_deletable(settings: Any, tmp_path: Path) -> None:
+    _configure(
+        settings, RESULT_STORAGE_BACKEND="filesystem", RESULT_STORAGE_FILESYSTEM_PATH=str(tmp_path)
+    )
+    old_umask = os.umask(0o022)  # the usual umask: it must not decide what others may read
+    try:
+        reference = store_result(BIG_JSON.encode())
+    finally:
+        os.umask(old_umask)
+    path = next(tmp_path.rglob("*.json"))
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert path.parent.stat().st_mode & 0o007 == 0
+    assert results.delete_result(reference) is True
+    assert not path.exists()
+    assert results.delete_result(reference) is False  # idempotent
+
+
+def test_digest_references_have_nothing_to_delete(settings: Any) -> None:
+    _configure(settings, RESULT_STORAGE_BACKEND="digest")
+    assert results.delete_result(store_result(BIG_JSON.encode())) is False
+
+
 def test_filesystem_tampered_file_is_refused(settings: Any, tmp_path: Path) -> None:
     _configure(
         settings, RESULT_STORAGE_BACKEND="filesystem", RESULT_STORAGE_FILESYSTEM_PATH=str(tmp_path)
@@ -193,6 +215,17 @@ def test_s3_tampered_object_and_foreign_bucket_are_refused(settings: Any, s3_end
         load_result(reference.replace("s3://results/", "s3://elsewhere/"))
 
 
+def test_s3_delete_removes_the_object(settings: Any, s3_endpoint: str) -> None:
+    _s3(settings, s3_endpoint)
+    reference = store_result(json.dumps({"delete": "me" * 600}).encode())
+    assert results.delete_result(reference) is True
+    with pytest.raises(ResultReferenceError, match="does not exist"):
+        load_result(reference)
+    assert results.delete_result(reference) is False
+    with pytest.raises(ResultReferenceError, match="another bucket"):
+        results.delete_result(reference.replace("s3://results/", "s3://elsewhere/"))
+
+
 def test_s3_missing_bucket_is_a_clear_storage_error(settings: Any, s3_endpoint: str) -> None:
     _s3(settings, s3_endpoint, bucket="no-such-bucket")
     with pytest.raises(ResultStorageError, match=r"Cannot write s3://no-such-bucket/.*BUCKET"):
@@ -273,6 +306,15 @@ def test_gcs_tampered_object_and_foreign_bucket_are_refused(
         load_result(reference)
     with pytest.raises(ResultReferenceError, match="refusing to read another bucket"):
         load_result(reference.replace("gs://results/", "gs://elsewhere/"))
+
+
+def test_gcs_delete_removes_the_object(settings: Any, gcs_endpoint: str) -> None:
+    _gcs(settings, gcs_endpoint)
+    reference = store_result(json.dumps({"delete": "me" * 600}).encode())
+    assert results.delete_result(reference) is True
+    with pytest.raises(ResultReferenceError, match="does not exist"):
+        load_result(reference)
+    assert results.delete_result(reference) is False
 
 
 def test_gcs_missing_bucket_is_a_clear_storage_error(settings: Any, gcs_endpoint: str) -> None:

@@ -173,7 +173,10 @@ def test_every_command_runs_as_written(incident: dict[str, Any]) -> None:
             "state", flat=True
         )
     ) == {TaskState.QUEUED}
-    assert any("Would delete" in outputs[line] for line in lines if "--dry-run" in line)
+    assert any("Would delete" in outputs[line] for line in lines if "django_ray_prune" in line)
+    assert any(
+        "Deleted" in outputs[line] for line in lines if "--execute" in line and "prune" in line
+    )
 
 
 def test_python_snippet_requeues_through_transitions(incident: dict[str, Any]) -> None:

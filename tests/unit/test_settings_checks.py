@@ -301,3 +301,14 @@ def test_a_claim_fetches_at_most_256_mib_of_arguments() -> None:
     with override_settings(DJANGO_RAY=small):
         assert claim_batch_limit(10_000) == 500
     assert CLAIM_MAX_ARGS_BYTES == 256 * 1024 * 1024
+
+
+def test_metrics_settings_refuse_short_tokens_and_non_bool_opt_outs() -> None:
+    short = _one(METRICS_BEARER_TOKEN="s3cret")
+    assert short.id == "django_ray.E006"
+    assert "openssl rand -hex 32" in short.msg
+    assert _errors(METRICS_BEARER_TOKEN="0123456789abcdef0123") == []
+    assert _errors(METRICS_ALLOW_ANONYMOUS=True) == []
+    assert _one(METRICS_ALLOW_ANONYMOUS="yes").id == "django_ray.E003"
+    assert _one(METRICS_CACHE_SECONDS=True).id == "django_ray.E003"  # bool is no duration
+    assert _one(WORKER_METRICS_ADDRESS=" ").id == "django_ray.E006"

@@ -73,6 +73,24 @@ def test_port_from_environment_wins_and_is_validated(settings: Any) -> None:
             wm.configured_port({wm.PORT_ENV: bad})
 
 
+def test_address_defaults_to_loopback_and_the_environment_wins(settings: Any) -> None:
+    settings.DJANGO_RAY = {}
+    assert wm.configured_address({}) == "127.0.0.1"
+    settings.DJANGO_RAY = {"WORKER_METRICS_ADDRESS": "10.0.0.5"}
+    assert wm.configured_address({}) == "10.0.0.5"
+    assert wm.configured_address({wm.ADDRESS_ENV: " 10.0.0.9 "}) == "10.0.0.9"
+    assert wm.configured_address({wm.ADDRESS_ENV: ""}) == "10.0.0.5"
+
+
+def test_exporter_binds_loopback_unless_told_otherwise(
+    fresh: wm.WorkerMetrics, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    monkeypatch.delenv(wm.ADDRESS_ENV, raising=False)
+    settings.DJANGO_RAY = {}
+    assert wm.start_exporter(0)
+    assert fresh._server.server_address[0] == "127.0.0.1"
+
+
 def test_exporter_serves_over_http(
     fresh: wm.WorkerMetrics, monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:

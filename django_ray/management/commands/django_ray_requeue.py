@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from django_ray.durations import parse_duration
 from django_ray.lifecycle.rules import RETRYABLE_BY_OPERATOR
+from django_ray.management.options import add_dry_run_options
 
 REQUEUEABLE = tuple(str(state) for state in RETRYABLE_BY_OPERATOR)
 MAX_LIMIT = 100_000
@@ -56,14 +57,9 @@ class Command(BaseCommand):
             action="store_true",
             help="Give each task a fresh MAX_TASK_ATTEMPTS budget (history is kept).",
         )
-        mode = parser.add_mutually_exclusive_group()
-        mode.add_argument(
-            "--dry-run",
-            action="store_true",
-            default=True,
-            help="Only list matching tasks (the default).",
+        add_dry_run_options(
+            parser, "Only list matching tasks (the default).", "Really requeue them."
         )
-        mode.add_argument("--execute", action="store_true", help="Really requeue them.")
         parser.add_argument("--json", action="store_true", help="Print a JSON summary.")
         parser.add_argument("--database", default="default", help="Database alias.")
 

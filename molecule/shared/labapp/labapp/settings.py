@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 
 def _database(url: str) -> dict[str, object]:
@@ -18,7 +18,8 @@ def _database(url: str) -> dict[str, object]:
         "HOST": parts.hostname or "",
         "PORT": parts.port or 5432,
         "CONN_MAX_AGE": 0,
-        "OPTIONS": {"connect_timeout": 5},
+        # sslmode=verify-full&sslrootcert=... from the role's DATABASE_URL: TLS, server verified.
+        "OPTIONS": {"connect_timeout": 5, **dict(parse_qsl(parts.query))},
     }
 
 
@@ -62,4 +63,8 @@ DJANGO_RAY = {
     "STUCK_TASK_TIMEOUT_SECONDS": _seconds("LAB_STUCK_SECONDS", 12.0),
     "SHUTDOWN_GRACE_SECONDS": _seconds("DJANGO_RAY_SHUTDOWN_GRACE_SECONDS", 30.0),
     "WORKER_METRICS_PORT": int(_metrics_port) if _metrics_port else None,
+    # Written by the django_ray role into secrets.env; Prometheus sends the same token.
+    "METRICS_BEARER_TOKEN": os.environ.get("DJANGO_RAY_METRICS_BEARER_TOKEN") or None,
+    "DEFAULT_TIMEOUT_SECONDS": float(os.environ.get("DJANGO_RAY_DEFAULT_TIMEOUT_SECONDS") or 0)
+    or None,
 }
