@@ -79,6 +79,15 @@ def stopping(status: str | None = None) -> bool:
     return notify("STOPPING=1", *([f"STATUS={_one_line(status)}"] if status else []))
 
 
+def extend_timeout(seconds: float) -> bool:
+    """Ask for ``seconds`` more for the current start-up or stop (``EXTEND_TIMEOUT_USEC=``).
+
+    systemd only ever lengthens its timeout with this (never shortens it), so a worker that
+    announces its drain cannot be cut off by a ``TimeoutStopSec=`` shorter than the drain.
+    """
+    return notify(f"EXTEND_TIMEOUT_USEC={max(0, int(seconds * 1_000_000))}")
+
+
 def watchdog_interval() -> float | None:
     """Seconds between pings systemd expects (half of ``WatchdogSec=``), or None if disabled."""
     usec = os.environ.get("WATCHDOG_USEC")

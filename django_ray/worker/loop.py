@@ -34,6 +34,7 @@ from django_ray.worker.shutdown import (
     EXIT_OK,
     EXIT_STARTUP_FAILED,
     ShutdownFlag,
+    StopKeepalive,
 )
 from django_ray.worker.wakeup import WakeupListener
 
@@ -494,8 +495,9 @@ class Worker:
             )
 
     def _finish(self, code: int) -> int:
-        sdnotify.stopping(f"stopping: {self.shutdown.signal_name or 'exit'}")
         grace = float(self.conf.SHUTDOWN_GRACE_SECONDS)
+        keepalive = StopKeepalive(grace, f"stopping: {self.shutdown.signal_name or 'exit'}")
+        keepalive.start()
         deadline = time.monotonic() + grace
         if code == EXIT_OK:
             released = self.runner.release()
@@ -516,14 +518,16 @@ class Worker:
                 )
             self._safe_record(leftover)
         self._stop_threads()
-        try:
-            self.runner.close()
-        except Exception:
-            logger.debug("runner close failed", exc_info=True)
+        # Released before leaving Ray (which can be slow): nothing of this worker runs any more.
         try:
             leases.release_lease(self.worker_id, self.using)
         except DatabaseError as exc:
             logger.warning("could not release the lease (%s); it will expire", exc)
+        try:
+            self.runner.close()
+        except Exception:
+            logger.debug("runner close failed", exc_info=True)
+        keepalive.stop()
         logger.info(
             "worker stopped worker_id=%s exit=%s %s",
             self.worker_id,

@@ -3,8 +3,10 @@ LISTEN/NOTIFY wake-ups, two workers racing, and signal handling."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
+import time
 from collections import Counter
 
 import pytest
@@ -12,9 +14,11 @@ from django.db.models import Count
 from django.tasks import task_backends
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState, TaskWorkerLease
+from django_ray.worker.shutdown import EXIT_CONFIG
 from tests import tasks
 from tests.conftest import wait_until
 from tests.models import TaskProbe
+from tests.support.notify import NotifySocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -70,7 +74,7 @@ def test_queue_flags(start_worker) -> None:  # type: ignore[no-untyped-def]
 
 def test_unknown_queue_flag_is_refused(start_worker) -> None:  # type: ignore[no-untyped-def]
     worker = start_worker("--sync", "--queues", "default,nope")
-    assert worker.wait(60) != 0
+    assert worker.wait(60) == EXIT_CONFIG, worker.log()
     log = worker.log()
     assert "Queue(s) nope are not in TASKS['default']['QUEUES'] (default, other, slow)" in log
     assert "Add them to QUEUES or fix --queue/--queues" in log
@@ -235,6 +239,57 @@ def test_second_signal_exits_at_once(start_worker) -> None:  # type: ignore[no-u
 )
 def test_worker_refuses_bad_configuration(start_worker, args, env, words) -> None:  # type: ignore[no-untyped-def]
     worker = start_worker(*args, env=env)
-    assert worker.wait(60) != 0, worker.log()
+    # EX_CONFIG: the unit's RestartPreventExitStatus= stops restarting it.
+    assert worker.wait(60) == EXIT_CONFIG, worker.log()
     assert words in worker.log()
     assert not TaskWorkerLease.objects.exists()
+
+
+def test_configuration_refusal_says_why_in_the_unit_status(start_worker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with NotifySocket(tmp_path / "notify.sock") as notify:
+        worker = start_worker("--sync", "--queue", "reports", env=notify.env())
+        assert worker.wait(60) == EXIT_CONFIG, worker.log()
+        statuses = [line for line in notify.lines() if line.startswith("STATUS=")]
+    assert statuses, worker.log()
+    assert statuses[-1].startswith("STATUS=configuration error, not restarting: Queue(s) reports")
+
+
+# -- stopping under systemd ---------------------------------------------------------------------
+
+
+def test_drain_keeps_the_watchdog_fed_and_releases_the_lease(
+    start_worker, ray_head, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """``systemctl restart`` with a long task in flight: the drain outlasts WatchdogSec, so the
+    worker must keep pinging (and announce the stop's length), then requeue and release."""
+    watchdog_seconds, grace = 2.0, 6
+    with NotifySocket(tmp_path / "notify.sock") as notify:
+        env = notify.env(
+            WATCHDOG_USEC=str(int(watchdog_seconds * 1_000_000)),
+            DJANGO_RAY_TEST_SETTINGS=json.dumps({"SHUTDOWN_GRACE_SECONDS": grace}),
+        )
+        worker = start_worker(
+            "--cluster", ray_head.address, "--concurrency", "1", "--worker-id", "draining", env=env
+        )
+        long = tasks.sleep_for.enqueue(120, "never")
+        wait_until(lambda: _state(long.id) == TaskState.RUNNING, 120, explain=worker.log)
+        signalled_at = time.monotonic()
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(grace + 30) == 0, worker.log()
+        received = [(at, line) for at, line in notify.timed_lines() if at >= signalled_at]
+    lines = [line for _, line in received]
+    assert "STOPPING=1" in lines, lines
+    stopping_at = next(at for at, line in received if line == "STOPPING=1")
+    extend = [line for line in lines if line.startswith("EXTEND_TIMEOUT_USEC=")]
+    assert extend and int(extend[0].split("=")[1]) >= grace * 1_000_000, lines
+    pings = [stopping_at] + [
+        at for at, line in received if line == "WATCHDOG=1" and at >= stopping_at
+    ]
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    last = received[-1][0]
+    # Pinged all through the drain: no gap (and no tail after the last ping) reaches WatchdogSec.
+    assert len(pings) >= grace / watchdog_seconds, (pings, lines, worker.log()[-3000:])
+    assert max([*gaps, last - pings[-1]]) < watchdog_seconds, gaps
+    assert _state(long.id) == TaskState.QUEUED  # requeued, not lost
+    lease = TaskWorkerLease.objects.get(worker_id="draining")
+    assert not lease.is_active and lease.stopped_at is not None

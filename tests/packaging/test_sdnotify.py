@@ -58,6 +58,13 @@ def test_watchdog_status_stopping(listener: socket.socket) -> None:
     assert receive(listener) == ["STOPPING=1"]
 
 
+def test_extend_timeout_in_microseconds(listener: socket.socket) -> None:
+    assert sdnotify.extend_timeout(45.5)
+    assert receive(listener) == ["EXTEND_TIMEOUT_USEC=45500000"]
+    assert sdnotify.extend_timeout(-1)
+    assert receive(listener) == ["EXTEND_TIMEOUT_USEC=0"]
+
+
 def test_status_newlines_cannot_inject_assignments(listener: socket.socket) -> None:
     """A multi-line status must not turn into e.g. a second WATCHDOG=1 or READY=1 line."""
     assert sdnotify.status("error:\nREADY=1\n")

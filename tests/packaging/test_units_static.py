@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from django_ray.cli import parse_env_file
+from django_ray.worker.shutdown import EXIT_CONFIG, STOP_MARGIN_SECONDS
 
 pytestmark = pytest.mark.packaging
 
@@ -68,9 +69,12 @@ def test_worker_unit_contract() -> None:
     assert one(worker, "LogExtraFields") == "QUEUE=%i"
     assert seconds(one(worker, "WatchdogSec")) >= 10
     assert "--queue %i" in one(worker, "ExecStart")
-    # TimeoutStopSec matches the worker's SIGTERM grace period (+5 s to exit).
+    # TimeoutStopSec covers the worker's SIGTERM grace period and the time to requeue and exit
+    # (the worker announces the same with EXTEND_TIMEOUT_USEC= when it starts draining).
     grace = float(ENV["DJANGO_RAY_SHUTDOWN_GRACE_SECONDS"])
-    assert seconds(one(worker, "TimeoutStopSec")) == grace + 5
+    assert seconds(one(worker, "TimeoutStopSec")) == grace + STOP_MARGIN_SECONDS
+    # A configuration that can never work is not restarted (worker.md: exit codes).
+    assert str(EXIT_CONFIG) in one(worker, "RestartPreventExitStatus").split()
     assert one(worker, "KillMode") == "mixed"
 
 
@@ -117,7 +121,7 @@ def test_supervisor_mirrors_units() -> None:
     ]
     worker = dict(config.items("program:django-ray-worker-default"))
     grace = float(ENV["DJANGO_RAY_SHUTDOWN_GRACE_SECONDS"])
-    assert float(worker["stopwaitsecs"]) == grace + 5
+    assert float(worker["stopwaitsecs"]) == grace + STOP_MARGIN_SECONDS
     assert worker["stopsignal"] == "TERM"
     for name in programs:
         section = dict(config.items(name))

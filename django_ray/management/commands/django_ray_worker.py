@@ -6,13 +6,16 @@ import logging
 import sys
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.tasks import task_backends
 
+from django_ray import sdnotify
 from django_ray.backends import RayTaskBackend
 from django_ray.conf import ray_settings
 from django_ray.logs import configure_worker_logging
 from django_ray.runners.base import Runner
+from django_ray.worker.shutdown import EXIT_CONFIG
 
 
 class Command(BaseCommand):
@@ -52,6 +55,27 @@ class Command(BaseCommand):
         parser.add_argument(
             "--idle-exit", type=float, help="Exit after this many seconds with nothing to do."
         )
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        """Run the command; a configuration that can never work exits with ``EXIT_CONFIG``.
+
+        Every ``CommandError`` of this command (failed system checks included) is such a
+        refusal: restarting cannot fix it, so the unit's ``RestartPreventExitStatus=78`` stops
+        there and ``systemctl status`` shows the reason (``STATUS=`` and the journal).
+        """
+        try:
+            return super().execute(*args, **options)
+        except (CommandError, ImproperlyConfigured) as exc:
+            if isinstance(exc, CommandError):
+                exc.returncode = EXIT_CONFIG
+                error = exc
+            else:
+                error = CommandError(str(exc), returncode=EXIT_CONFIG)
+            reason = str(error).strip().splitlines()
+            sdnotify.status(f"configuration error, not restarting: {' '.join(reason)[:400]}")
+            if error is exc:
+                raise
+            raise error from exc
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django_ray.worker.loop import Worker
