@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
+from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind, lost
 from django_ray.runners.base import Capabilities, Finished, Runner
 
 
@@ -190,12 +190,10 @@ class MemoryRunner(Runner):
                 retryable=script.retryable,
                 duration_seconds=0.0,
             )
-        return Outcome(
-            task.id,
-            task.attempt_number,
-            OutcomeKind.LOST,
-            error_class_path="django_ray.runners.memory.ScriptedLoss",
-            error_message=script.message if isinstance(script, Lose) else "",
+        return lost(
+            task,
+            script.message if isinstance(script, Lose) else "",
+            "django_ray.runners.memory.ScriptedLoss",
         )
 
     def stop(self, execution_ids: Iterable[int]) -> None:
@@ -222,13 +220,10 @@ class MemoryRunner(Runner):
         return [
             (
                 t,
-                Outcome(
-                    t.id,
-                    t.attempt_number,
-                    OutcomeKind.LOST,
-                    error_class_path="django_ray.RayConnectionLost",
-                    error_message="Lost the connection to Ray; completion of this attempt is "
-                    "unknown.",
+                lost(
+                    t,
+                    "Lost the connection to Ray; completion of this attempt is unknown.",
+                    "django_ray.RayConnectionLost",
                 ),
             )
             for t in self._take_all()

@@ -33,7 +33,7 @@ from typing import Any
 
 from django_ray import execution
 from django_ray.conf import ray_settings
-from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
+from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind, lost
 from django_ray.ray_dashboard import DashboardError, DashboardUnreachable, RayDashboard
 from django_ray.runners.base import (
     Capabilities,
@@ -400,16 +400,13 @@ class RayCoreRunner(Runner):
         lost = [
             (
                 t,
-                Outcome(
-                    t.id,
-                    t.attempt_number,
-                    OutcomeKind.LOST,
-                    error_class_path="ray.exceptions.NodeDiedError",
-                    error_message=(
+                lost(
+                    t,
+                    (
                         f"Ray node {node_id} died while this attempt ran on it (found by the "
                         "worker's node check; Ray never returned the task); completion unknown."
                     ),
-                    retryable=True,
+                    "ray.exceptions.NodeDiedError",
                 ),
             )
             for t in chunk.tasks
@@ -436,13 +433,10 @@ class RayCoreRunner(Runner):
             return [
                 (
                     t,
-                    Outcome(
-                        t.id,
-                        t.attempt_number,
-                        OutcomeKind.LOST,
-                        error_class_path=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                        error_message=f"Ray lost this task (its worker or node died): {exc}"[:4000],
-                        retryable=True,
+                    lost(
+                        t,
+                        f"Ray lost this task (its worker or node died): {exc}"[:4000],
+                        f"{type(exc).__module__}.{type(exc).__qualname__}",
                     ),
                 )
                 for t in chunk.tasks
@@ -551,12 +545,10 @@ class RayCoreRunner(Runner):
         finished += [
             (
                 t,
-                Outcome(
-                    t.id,
-                    t.attempt_number,
-                    OutcomeKind.LOST,
-                    error_class_path="django_ray.RayConnectionLost",
-                    error_message="Lost the connection to Ray; completion of this attempt is unknown.",
+                lost(
+                    t,
+                    "Lost the connection to Ray; completion of this attempt is unknown.",
+                    "django_ray.RayConnectionLost",
                 ),
             )
             for chunk in chunks

@@ -318,15 +318,13 @@ class RayJobRunner(Runner):
         return [
             (
                 j.task,
-                Outcome(
-                    j.task.id,
-                    j.task.attempt_number,
-                    OutcomeKind.LOST,
-                    error_class_path="django_ray.RayConnectionLost",
-                    error_message=(
+                lost(
+                    j.task,
+                    (
                         f"Lost the connection to the Ray Jobs API for {limit:.0f}s; completion "
                         f"of Ray Job {j.submission_id} is unknown."
                     ),
+                    "django_ray.RayConnectionLost",
                 ),
             )
             for j in gone
@@ -343,15 +341,13 @@ class RayJobRunner(Runner):
                 if time.monotonic() - job.since < limit:
                     return None
                 # The API answers but refuses this job (e.g. a bad runtime_env): retry path.
-                return Outcome(
-                    job.task.id,
-                    job.task.attempt_number,
-                    OutcomeKind.LOST,
-                    error_class_path="django_ray.RayJobNotSubmitted",
-                    error_message=(
+                return lost(
+                    job.task,
+                    (
                         f"Ray refused to start Ray Job {job.submission_id} for {limit:.0f}s: "
                         f"{job.last_error}"
                     )[:4000],
+                    "django_ray.RayJobNotSubmitted",
                 )
         details = self.client.status(job.submission_id)
         if details is None:
