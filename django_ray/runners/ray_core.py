@@ -397,7 +397,7 @@ class RayCoreRunner(Runner):
             node_id[:12],
             extra={"task_id": chunk.tasks[0].task_id},
         )
-        lost = [
+        node_died = [
             (
                 t,
                 lost(
@@ -413,7 +413,7 @@ class RayCoreRunner(Runner):
         ]
         with self._lock:
             self._chunks.pop(chunk.ref, None)
-            self._node_lost.extend(lost)
+            self._node_lost.extend(node_died)
 
     def _collect(self, chunk: _Chunk) -> Finished:
         ray = self._ray

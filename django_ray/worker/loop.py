@@ -299,10 +299,12 @@ class Worker:
             return self._ray_connection_lost(exc)
 
     def _ray_connection_lost(self, exc: Exception) -> Finished:
+        # With the traceback: a bug in a runner's poll() lands here too, and must be findable.
         logger.warning(
             "lost the connection to Ray (%s: %s); in-flight attempts go through the retry path",
             type(exc).__name__,
             exc,
+            exc_info=exc,
             extra={"worker_id": self.worker_id},
         )
         worker_metrics.set_ray_connected(False)
