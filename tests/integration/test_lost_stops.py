@@ -11,7 +11,6 @@ body, the kill, the database rows) is real.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from django_ray.worker import ray_jobs
 from tests import tasks
 from tests.conftest import wait_until
 from tests.models import TaskProbe
+from tests.support.claimed import claimed_task
 from tests.support.ray import RayHead, tasks_of_job
 
 # The body sleeps this long; the runner must report the call stopped well before, or the stop
@@ -51,23 +51,11 @@ class FirstCancelLost:
 
 
 def _claimed(execution_id: int, timeout_seconds: float | None) -> ClaimedTask:
-    now = datetime.now(UTC)
-    return ClaimedTask(
-        id=execution_id,
+    return claimed_task(
+        execution_id,
         task_id=f"lost-cancel-{execution_id}",
-        callable_path="tests.tasks.sleep_for",
-        queue_name="default",
-        priority=0,
-        takes_context=False,
         args=[BODY_SECONDS],
-        kwargs={},
-        attempt_number=1,
-        max_attempts=1,
         timeout_seconds=timeout_seconds,
-        backend_alias="default",
-        created_at=now,
-        run_after=now,
-        started_at=now,
     )
 
 

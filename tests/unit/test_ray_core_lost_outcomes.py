@@ -9,13 +9,13 @@ that lists no node as dead.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from django_ray.outcomes import ClaimedTask, OutcomeKind
 from django_ray.runners.ray_core import RayCoreRunner, _Chunk
+from tests.support.claimed import claimed_task
 
 
 class _CancelRecorder:
@@ -33,24 +33,7 @@ class _CancelRecorder:
 
 
 def _claimed(execution_id: int) -> ClaimedTask:
-    now = datetime.now(UTC)
-    return ClaimedTask(
-        id=execution_id,
-        task_id=f"t-{execution_id}",
-        callable_path="tests.tasks.sleep_for",
-        queue_name="default",
-        priority=0,
-        takes_context=False,
-        args=[1.0],
-        kwargs={},
-        attempt_number=2,
-        max_attempts=3,
-        timeout_seconds=None,
-        backend_alias="default",
-        created_at=now,
-        run_after=now,
-        started_at=now,
-    )
+    return claimed_task(execution_id, attempt_number=2, max_attempts=3)
 
 
 def _runner_with(chunks: list[_Chunk], ray: _CancelRecorder) -> RayCoreRunner:
