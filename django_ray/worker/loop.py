@@ -381,6 +381,9 @@ class Worker:
             for task, outcome in pending
         ]
         batch = [item for item in resolved if not item[1].recorded_state]
+        if any(task.lock_key for task, _ in pending):
+            # A lock key was released: rows waiting on it are due now, not at the next poll.
+            self._more_work = True
         if batch:
             report = record.record_outcomes(
                 self.worker_id, batch, self.using, store_result=store_if_oversized
