@@ -257,3 +257,31 @@ class TaskWorkerLease(models.Model):
         if not is_active:
             return "inactive"
         return "stale" if expires_at < now else "active"
+
+
+class PeriodicFire(models.Model):
+    """One instant of a periodic schedule, enqueued (or a run of instants skipped) once.
+
+    The unique (schedule, instant) pair is what makes a fire happen exactly once however many
+    workers see the instant due: the insert of this row and the task's row commit together.
+    """
+
+    schedule = models.CharField(max_length=200)
+    instant = models.DateTimeField(help_text="The scheduled instant (UTC).")
+    task_id = models.CharField(
+        max_length=64, null=True, blank=True, help_text="The enqueued task (none: a skip marker)."
+    )
+    skipped = models.PositiveIntegerField(
+        default=0, help_text="Instants skipped up to this one (older than the catch-up window)."
+    )
+    fired_at = models.DateTimeField(default=timezone.now)
+    worker_id = models.CharField(max_length=128)
+
+    class Meta:
+        db_table = "django_ray_periodicfire"
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "instant"], name="django_ray_one_fire")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule} @ {self.instant.isoformat()}"

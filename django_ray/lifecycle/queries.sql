@@ -196,3 +196,9 @@ EXECUTE FUNCTION django_ray_unique_requeue();
 -- Reverse of unique_requeue_trigger (migration 0006 backwards).
 DROP TRIGGER IF EXISTS django_ray_unique_requeue ON django_ray_raytaskexecution;
 DROP FUNCTION IF EXISTS django_ray_unique_requeue();
+
+-- name: periodic_lock --
+-- Taken in the transaction that fires a schedule's due instants: one worker at a time decides
+-- what is due and what is skipped (so a skipped run is counted once); the others pass this
+-- round instead of waiting. Exactly-once itself rests on the unique (schedule, instant) row.
+SELECT pg_try_advisory_xact_lock(%(space)s::int, hashtext(%(schedule)s));
