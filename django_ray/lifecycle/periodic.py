@@ -23,6 +23,10 @@ from django_ray.lifecycle import statements
 from django_ray.models import PeriodicFire
 from django_ray.schedules import Schedule
 
+#: Fire rows are kept at least this long (and twice the catch-up window): the admin's and
+#: django_ray_status's history of a schedule.
+HISTORY_SECONDS = 86_400.0
+
 #: First half of the per-schedule advisory lock (the second is the schedule name's hash).
 LOCK_SPACE = zlib.crc32(b"django_ray.periodic") - 2**31
 
@@ -76,6 +80,12 @@ def fire_due(
                 report.fired.append(instant)
         if skipped is not None:
             _insert(schedule, skipped, worker_id, using, report.skipped)
+        if report.fired:
+            # History beyond the retention goes; the latest row stays (it is where firing resumes).
+            cutoff = now - timedelta(seconds=max(2 * catchup_seconds, HISTORY_SECONDS))
+            fires.filter(schedule=schedule.name, instant__lt=cutoff).exclude(
+                instant=report.fired[-1]
+            ).delete()
     return report
 
 

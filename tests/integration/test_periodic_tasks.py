@@ -77,3 +77,38 @@ def test_missed_instants_within_the_window_are_caught_up_and_older_ones_counted(
     again = periodic.fire_due(schedule, now, now - timedelta(seconds=100), 10, "w2", "default")
     assert again.fired == [] and again.skipped == 0
     assert RayTaskExecution.objects.count() == 11
+
+
+def test_status_and_admin_show_schedules_and_keys(admin_client) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from django.core.management import call_command
+    from django.test import override_settings
+
+    from django_ray.lifecycle import claim, leases
+    from tests import tasks
+
+    schedule = Schedule(NAME, "tests.tasks.noop", "* * * * * *", "UTC")
+    now = timezone.now()
+    periodic.fire_due(schedule, now, now - timedelta(seconds=30), 5, "w", "default")
+    tasks.add.using(unique_key="dedupe-me").enqueue(1, 1)
+    tasks.add.using(lock_key="lock-me").enqueue(1, 2)
+    tasks.add.using(lock_key="lock-me").enqueue(1, 3)
+    leases.register_lease("w", "host", 1, None, "sync", 1, 60.0)
+    while claim.claim("w", ["default"], 10):
+        pass  # takes the plain, the dedupe and one lock-me row; the other waits on its key
+    with override_settings(DJANGO_RAY={**SETTINGS}):
+        out = io.StringIO()
+        call_command("django_ray_status", "--json", "--no-ray-probe", stdout=out)
+        text = io.StringIO()
+        call_command("django_ray_status", "--no-ray-probe", stdout=text)
+    section = json.loads(out.getvalue())["scheduling"]
+    [row] = section["schedules"]
+    assert row["name"] == NAME and row["misses"] == 25 and row["last_instant"] is not None
+    assert section["lock_keys_held"] == 1 and section["waiting_on_lock_keys"] == 1
+    assert f"{NAME}" in text.getvalue() and "misses 25" in text.getvalue()
+    page = admin_client.get("/admin/django_ray/periodicfire/").content.decode()
+    assert NAME in page
+    queued = RayTaskExecution.objects.get(lock_key="lock-me", state="QUEUED")
+    detail = admin_client.get(f"/admin/django_ray/raytaskexecution/{queued.pk}/change/")
+    assert "lock-me" in detail.content.decode()
