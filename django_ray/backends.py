@@ -367,7 +367,8 @@ class RayTaskBackend(BaseTaskBackend):
             timeout_seconds=row.timeout_seconds,
             max_attempts=row.max_attempts,
             unique_key=row.unique_key,
-            unique_while_running=row.unique_while_running,
+            # A requeued row that gave up its key (docs/scheduling.md) keeps the flag alone.
+            unique_while_running=row.unique_while_running and row.unique_key is not None,
             lock_key=row.lock_key,
         )
 

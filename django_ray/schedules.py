@@ -29,6 +29,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
+from django.tasks import Task
+from django.utils.module_loading import import_string
 
 #: Keys an entry may have; the first three are required.
 REQUIRED = ("task", "cron", "timezone")
@@ -95,6 +97,12 @@ def problem(value: Any) -> str | None:
             return f"{where}: timezone {entry['timezone']!r} is not an IANA time zone such as 'UTC' or 'Europe/Paris'"
         if not isinstance(entry["task"], str) or "." not in entry["task"]:
             return f"{where}: task {entry['task']!r} must be the dotted path of a @task function"
+        try:
+            task = import_string(entry["task"])
+        except ImportError as exc:
+            return f"{where}: task {entry['task']!r} cannot be imported ({exc})"
+        if not isinstance(task, Task):
+            return f"{where}: {entry['task']!r} is not a task: decorate it with @task"
         args, kwargs = entry.get("args", []), entry.get("kwargs", {})
         if not isinstance(args, list | tuple) or not isinstance(kwargs, Mapping):
             return f"{where}: args must be a list and kwargs a dict"

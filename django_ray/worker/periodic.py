@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from django.db import DatabaseError
 from django.utils import timezone
 
 from django_ray import schedules
@@ -38,15 +39,30 @@ class PeriodicScheduler:
         for schedule in self.schedules:
             if now < self._next[schedule.name]:
                 continue
-            report = periodic.fire_due(
-                schedule,
-                now,
-                self.started,
-                self.catchup,
-                self.worker_id,
-                self._using[schedule.name],
-            )
             self._next[schedule.name] = schedule.next_after(now)
+            try:
+                report = periodic.fire_due(
+                    schedule,
+                    now,
+                    self.started,
+                    self.catchup,
+                    self.worker_id,
+                    self._using[schedule.name],
+                )
+            except DatabaseError:
+                raise  # the loop's handling: database down, or a statement refused
+            except Exception as exc:
+                # The task refused its arguments, say: nothing was recorded, so the instant is
+                # tried again next time (while it stays in the catch-up window).
+                logger.error(
+                    "periodic schedule %s: could not enqueue %s (%s: %s)",
+                    schedule.name,
+                    schedule.task,
+                    type(exc).__name__,
+                    exc,
+                    extra={"worker_id": self.worker_id},
+                )
+                continue
             if report.skipped:
                 logger.warning(
                     "periodic schedule %s: skipped %s instant(s) older than "

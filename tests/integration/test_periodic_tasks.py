@@ -112,3 +112,14 @@ def test_status_and_admin_show_schedules_and_keys(admin_client) -> None:  # type
     queued = RayTaskExecution.objects.get(lock_key="lock-me", state="QUEUED")
     detail = admin_client.get(f"/admin/django_ray/raytaskexecution/{queued.pk}/change/")
     assert "lock-me" in detail.content.decode()
+
+
+def test_a_task_that_refuses_to_enqueue_is_logged_and_records_nothing(caplog) -> None:  # type: ignore[no-untyped-def]
+    from django_ray.worker.periodic import PeriodicScheduler
+
+    # Its path leads to a plain function: enqueue() refuses it (TaskNotRunnable).
+    broken = {"task": "tests.tasks.unbound_task", "cron": "* * * * * *", "timezone": "UTC"}
+    scheduler = PeriodicScheduler({"broken": broken}, 3600.0, "w")
+    assert scheduler.tick(timezone.now() + timedelta(seconds=3)) == 0
+    assert not PeriodicFire.objects.exists() and not RayTaskExecution.objects.exists()
+    assert "periodic schedule broken: could not enqueue tests.tasks.unbound_task" in caplog.text

@@ -19,6 +19,8 @@ GOOD = {"task": "tests.tasks.noop", "cron": "*/5 * * * *", "timezone": "UTC"}
         ({k: v for k, v in GOOD.items() if k != "timezone"}, "lacks timezone"),
         ({**GOOD, "timezone": "Mars/Olympus"}, "is not an IANA time zone"),
         ({**GOOD, "task": "noop"}, "dotted path"),
+        ({**GOOD, "task": "tests.tasks.nothing_here"}, "cannot be imported"),
+        ({**GOOD, "task": "tests.tasks.not_a_task"}, "is not a task: decorate it with @task"),
         ({**GOOD, "every": 5}, "unknown keys every"),
         ({**GOOD, "args": [object()]}, "must be JSON"),
         ("*/5 * * * *", "must be a dict"),
