@@ -9,7 +9,7 @@ import itertools
 import pytest
 from django.db import IntegrityError, transaction
 
-from django_ray.lifecycle import claim, leases, statements
+from django_ray.lifecycle import claim, leases
 from django_ray.models import RayTaskExecution, TaskState
 from tests import tasks
 from tests.conftest import wait_until
@@ -17,14 +17,6 @@ from tests.models import TaskProbe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = TaskState
-
-
-@pytest.fixture(params=["postgresql", "portable"])
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both claim paths (the named statement; the portable ORM one SQLite takes)."""
-    if request.param == "portable":
-        monkeypatch.setattr(statements, "is_postgres", lambda using: False)
-    return request.param
 
 
 def test_a_claim_takes_one_row_per_key_and_passes_over_held_keys(path: str) -> None:

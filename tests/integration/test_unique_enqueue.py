@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import pytest
 from django.tasks.exceptions import InvalidTask
 
-from django_ray.lifecycle import claim, leases, operator, record, statements
+from django_ray.lifecycle import claim, leases, operator, record
 from django_ray.models import UNIQUE_KEY_HELD, RayTaskExecution, TaskState
 from django_ray.outcomes import Outcome, OutcomeKind
 from tests import tasks
@@ -23,15 +22,17 @@ S = TaskState
 
 PROCESSES, CALLS, KEYS = 8, 500, 50
 
-# Each process waits for a common start instant, then enqueues CALLS times over KEYS keys and
-# prints every result id it got, by key.
+# Each process says "ready" once Django is loaded and waits for "go" on stdin, so that all of
+# them enqueue at the same time; then it enqueues CALLS times over KEYS keys and prints every
+# result id it got, by key.
 ENQUEUER = """
-import json, sys, time
+import json, sys
 import django
 django.setup()
 from tests import tasks
-start, proc, calls, keys = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-time.sleep(max(0.0, start - time.time()))
+proc, calls, keys = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+print("ready", flush=True)
+sys.stdin.readline()
 got = []
 for i in range(calls):
     key = f"key-{(i + proc) % keys}"
@@ -41,19 +42,25 @@ print(json.dumps(got))
 
 
 def test_concurrent_enqueues_from_many_processes_leave_one_row_per_key() -> None:
-    start = time.time() + 8.0  # all eight are importing Django by then (slow on 2 busy cores)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", ENQUEUER, str(start), str(p), str(CALLS), str(KEYS)],
+            [sys.executable, "-c", ENQUEUER, str(p), str(CALLS), str(KEYS)],
             cwd=ROOT,
             env=worker_env(),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for p in range(PROCESSES)
     ]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     results: list[tuple[str, str]] = []
+    for proc in procs:  # all are waiting: let them go together
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-4000:]
@@ -69,14 +76,6 @@ def test_concurrent_enqueues_from_many_processes_leave_one_row_per_key() -> None
         f"unique enqueue: {len(results)} calls from {PROCESSES} processes, {rows.count()} rows, "
         f"{KEYS} keys, duplicates={sum(per_key.values()) - KEYS}"
     )
-
-
-@pytest.fixture(params=["postgresql", "portable"])
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both write paths (named statements; the portable ORM one SQLite takes) on PostgreSQL."""
-    if request.param == "portable":
-        monkeypatch.setattr(statements, "is_postgres", lambda using: False)
-    return request.param
 
 
 def test_a_key_is_held_while_queued_and_while_running_only_when_asked(path: str) -> None:
