@@ -7,22 +7,23 @@
 -- many workers claim at once without waiting for each other; the claim index covers the
 -- ORDER BY, so the finished history never slows it down. started_at keeps the first attempt's
 -- start (Django: "began execution, on its first attempt"); last_attempted_at is this one's.
--- Serialized rows (lock_key): a row whose key a running row holds is passed over, and the
--- transaction-scoped advisory lock makes a concurrent claim pass over the key too instead of
--- waiting; `nth` keeps one row per key in a batch. The partial unique index on held lock keys
--- (migration 0006) is the guarantee behind both: a claim that still races fails whole and is
--- retried (claim.py). Rows without a key take the first branch of the OR and the same plan.
+-- Serialized rows (lock_key): a row whose key a running row holds is passed over; `nth` keeps
+-- one row per key in a batch, and the transaction-scoped advisory lock makes a concurrent
+-- claim pass over the key too instead of waiting. The advisory lock is taken on the batch, not
+-- in the scan: a function in the scan's filter makes the planner cost every due row (and pay
+-- for JIT compilation on each claim); for the same reason NOT EXISTS stands alone, an
+-- anti-join with the few held keys that a row without a key never matches, not behind an OR.
+-- The partial unique index on held lock keys (migration 0006) is the guarantee behind all
+-- this: a claim that still loses a race fails whole and claims again (claim.py).
 WITH candidate AS (
     SELECT id, lock_key, priority, run_after FROM django_ray_raytaskexecution AS q
     WHERE state = 'QUEUED' AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
       AND run_after <= now()
-      AND (q.lock_key IS NULL
-           OR (NOT EXISTS (SELECT 1 FROM django_ray_raytaskexecution AS o
-                           WHERE o.lock_key = q.lock_key AND {lock_key_held_o})
-               AND pg_try_advisory_xact_lock(%(lock_space)s::int, hashtext(q.lock_key))))
+      AND NOT EXISTS (SELECT 1 FROM django_ray_raytaskexecution AS o
+                      WHERE o.lock_key = q.lock_key AND {lock_key_held_o})
     ORDER BY priority DESC, run_after, id
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF q SKIP LOCKED
 ),
 due AS (
     SELECT id FROM (
@@ -31,7 +32,8 @@ due AS (
                    AS nth
         FROM candidate
     ) AS c
-    WHERE lock_key IS NULL OR nth = 1
+    WHERE lock_key IS NULL
+       OR (nth = 1 AND pg_try_advisory_xact_lock(%(lock_space)s::int, hashtext(lock_key)))
 )
 UPDATE django_ray_raytaskexecution AS t
 SET state = 'RUNNING',
@@ -51,7 +53,7 @@ RETURNING t.id, t.task_id, t.callable_path, t.queue_name, t.priority, t.takes_co
 -- name: enqueue_unique --
 -- Enqueue a row with a dedupe key. ON CONFLICT names the partial unique index of held keys
 -- (migration 0006), so of many concurrent enqueues of one key exactly one inserts; the others
--- get no row back and read the holder (unique_key_holder). DO NOTHING, not DO UPDATE: the
+-- get no row back and read the holder (lifecycle/unique.py, through the ORM). DO NOTHING, not DO UPDATE: the
 -- holder is neither locked (a worker may be claiming it) nor rewritten.
 INSERT INTO django_ray_raytaskexecution (
     task_id, callable_path, backend_alias, queue_name, state, priority, takes_context, args,
@@ -64,11 +66,6 @@ VALUES (
     %(unique_key)s, %(unique_while_running)s, %(lock_key)s)
 ON CONFLICT (unique_key) WHERE {unique_key_held} DO NOTHING
 RETURNING id;
-
--- name: unique_key_holder --
--- The row holding a dedupe key (none if it left the held states since the conflict).
-SELECT o.task_id FROM django_ray_raytaskexecution AS o
-WHERE o.unique_key = %(unique_key)s AND {unique_key_held_o};
 
 -- name: record_outcomes --
 -- Record a batch of outcomes and their attempt history in one statement. Arrays are bound

@@ -25,6 +25,7 @@ def insert_unique(row: RayTaskExecution, using: str) -> tuple[RayTaskExecution, 
 
     Returns ``(row, created)``: the new row and True, or the holder and False.
     """
+    held = RayTaskExecution.objects.using(using).filter(UNIQUE_KEY_HELD)
     for _ in range(_ATTEMPTS):
         if statements.is_postgres(using):
             inserted = statements.fetchall("enqueue_unique", _params(row), using)
@@ -32,25 +33,17 @@ def insert_unique(row: RayTaskExecution, using: str) -> tuple[RayTaskExecution, 
                 row.pk = inserted[0][0]
                 row._state.adding, row._state.db = False, using
                 return row, True
-            holders = statements.fetchall(
-                "unique_key_holder", {"unique_key": row.unique_key}, using
-            )
-            task_id = holders[0][0] if holders else None
         else:
             try:
                 with transaction.atomic(using=using):
                     row.save(using=using, force_insert=True)
                 return row, True
             except IntegrityError:
-                rows = RayTaskExecution.objects.using(using).filter(UNIQUE_KEY_HELD)
-                task_id = (
-                    rows.filter(unique_key=row.unique_key).values_list("task_id", flat=True).first()
-                )
-        if task_id is not None:
-            try:
-                return RayTaskExecution.objects.using(using).get(task_id=task_id), False
-            except RayTaskExecution.DoesNotExist:
-                pass  # deleted meanwhile (history pruning): try again
+                pass
+        holder = held.filter(unique_key=row.unique_key).first()
+        if holder is not None:
+            return holder, False
+        # The holder left the held states (claimed, cancelled) since the conflict: try again.
     raise RuntimeError(
         f"Could not enqueue or find the holder of dedupe key {row.unique_key!r} after "
         f"{_ATTEMPTS} tries: is migration 0006's index django_ray_unique_key_held in place?"
