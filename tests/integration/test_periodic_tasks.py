@@ -107,6 +107,13 @@ def test_status_and_admin_show_schedules_and_keys(admin_client) -> None:  # type
     assert row["name"] == NAME and row["misses"] == 25 and row["last_instant"] is not None
     assert section["lock_keys_held"] == 1 and section["waiting_on_lock_keys"] == 1
     assert f"{NAME}" in text.getvalue() and "misses 25" in text.getvalue()
+    from django_ray.metrics.db import DatabaseCollector
+
+    scraped = {f.name: f for f in DatabaseCollector().collect()}
+    [missed] = scraped["django_ray_periodic_misses"].samples
+    assert missed.labels == {"schedule": NAME} and missed.value == 25
+    [last] = scraped["django_ray_periodic_last_fire_timestamp_seconds"].samples
+    assert abs(last.value - now.timestamp()) < 1.5
     page = admin_client.get("/admin/django_ray/periodicfire/").content.decode()
     assert NAME in page
     queued = RayTaskExecution.objects.get(lock_key="lock-me", state="QUEUED")
