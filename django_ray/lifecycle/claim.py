@@ -6,8 +6,9 @@ import json
 import logging
 import zlib
 from collections.abc import Sequence
+from contextlib import nullcontext
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -40,8 +41,11 @@ def claim(
             "limit": limit,
             "lock_space": LOCK_SPACE,
         }
+        # One statement: in autocommit it is its own transaction (no BEGIN/COMMIT round trips);
+        # inside a caller's transaction a savepoint keeps a refused claim from breaking it.
+        in_transaction = connections[using].in_atomic_block
         try:
-            with transaction.atomic(using=using):
+            with transaction.atomic(using=using) if in_transaction else nullcontext():
                 rows = statements.fetchall("claim_due", params, using)
         except IntegrityError as exc:
             # Two claims raced for one lock key and the unique index refused the second: nothing
