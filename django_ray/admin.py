@@ -23,7 +23,13 @@ from django.utils.html import format_html
 
 from django_ray.durations import format_duration
 from django_ray.lifecycle import operator, rules
-from django_ray.models import RayTaskExecution, TaskAttempt, TaskState, TaskWorkerLease
+from django_ray.models import (
+    PeriodicFire,
+    RayTaskExecution,
+    TaskAttempt,
+    TaskState,
+    TaskWorkerLease,
+)
 
 #: Most rows one admin action may touch.
 ADMIN_ACTION_MAX_ROWS = 500
@@ -166,7 +172,14 @@ class RayTaskExecutionAdmin(_NoDelete, admin.ModelAdmin):
         "claimed_by_worker",
     )
     list_filter = ("state", QueueFilter, CallablePathFilter, WorkerFilter)
-    search_fields = ("task_id", "callable_path", "claimed_by_worker", "error_message")
+    search_fields = (
+        "task_id",
+        "callable_path",
+        "claimed_by_worker",
+        "error_message",
+        "unique_key",
+        "lock_key",
+    )
     ordering = ("-id",)
     date_hierarchy = "created_at"
     list_per_page = 100
@@ -207,6 +220,8 @@ class RayTaskExecutionAdmin(_NoDelete, admin.ModelAdmin):
             },
         ),
         ("Ownership", {"fields": ("claimed_by_worker", "worker_ids", "ray_job_id")}),
+        # docs/scheduling.md: the dedupe key and the serialization key, when the task has them.
+        ("Keys", {"fields": ("unique_key", "unique_while_running", "lock_key")}),
         ("Arguments", {"fields": ("args", "kwargs")}),
         ("Result", {"fields": ("result_data", "result_reference")}),
     )
@@ -384,6 +399,25 @@ class TaskAttemptAdmin(_NoDelete, admin.ModelAdmin):
     @admin.display(description="traceback")
     def traceback(self, obj: TaskAttempt) -> str:
         return _pre(obj.error_traceback)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(PeriodicFire)
+class PeriodicFireAdmin(_NoDelete, admin.ModelAdmin):
+    """Periodic schedules' history: each instant enqueued once, skipped runs counted."""
+
+    list_display = ("schedule", "instant", "task_id", "skipped", "worker_id", "fired_at")
+    list_filter = ("schedule",)
+    search_fields = ("schedule", "task_id", "worker_id")
+    ordering = ("-instant",)
+    date_hierarchy = "instant"
+    list_per_page = 100
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -32,7 +32,8 @@ from django.utils.module_loading import import_string
 
 from django_ray.conf import ray_settings
 from django_ray.errors import ArgumentsTooLarge, InvalidTaskArguments, ResultNotKept
-from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
+from django_ray.lifecycle import unique
+from django_ray.models import KEY_MAX_LENGTH, RayTaskExecution, TaskAttempt, TaskState
 from django_ray.serialization import NotJSONSerializable, check_json, dumps
 from django_ray.task_paths import resolve_task
 
@@ -52,10 +53,15 @@ class RayTask(Task):
     """A Django ``Task`` with django-ray's per-task options.
 
     ``@task(timeout_seconds=30, max_attempts=5)`` or ``my_task.using(timeout_seconds=30)``.
+    ``unique_key`` dedupes enqueues (``unique_while_running``: also while one runs) and
+    ``lock_key`` serializes runs; see ``docs/scheduling.md``.
     """
 
     timeout_seconds: float | None = None
     max_attempts: int | None = None
+    unique_key: str | None = None
+    unique_while_running: bool = False
+    lock_key: str | None = None
 
     def using(  # type: ignore[override]
         self,
@@ -66,15 +72,21 @@ class RayTask(Task):
         backend: str | None = None,
         timeout_seconds: float | None = None,
         max_attempts: int | None = None,
+        unique_key: str | None = None,
+        unique_while_running: bool | None = None,
+        lock_key: str | None = None,
     ) -> RayTask:
         changed = Task.using(
             self, priority=priority, queue_name=queue_name, run_after=run_after, backend=backend
         )
-        extra: dict[str, Any] = {}
-        if timeout_seconds is not None:
-            extra["timeout_seconds"] = timeout_seconds
-        if max_attempts is not None:
-            extra["max_attempts"] = max_attempts
+        options = {
+            "timeout_seconds": timeout_seconds,
+            "max_attempts": max_attempts,
+            "unique_key": unique_key,
+            "unique_while_running": unique_while_running,
+            "lock_key": lock_key,
+        }
+        extra = {name: value for name, value in options.items() if value is not None}
         return replace(changed, **extra) if extra else changed  # type: ignore[return-value]
 
 
@@ -101,6 +113,22 @@ class _NotKept:
     """Stands in for a return value that was not stored (``oversize://`` reference)."""
 
     reference: str
+
+
+def _check_key(option: str, key: object) -> None:
+    """A dedupe or lock key must be a non-empty string of at most KEY_MAX_LENGTH characters."""
+    if key is None:
+        return
+    if not isinstance(key, str) or not key.strip():
+        raise InvalidTask(
+            f"{option} must be a non-empty string, not {key!r}: build it from the arguments, "
+            f"e.g. .using({option}=f'invoice-{{invoice_id}}')."
+        )
+    if len(key) > KEY_MAX_LENGTH:
+        raise InvalidTask(
+            f"{option} is {len(key)} characters long, more than {KEY_MAX_LENGTH}: shorten it, or "
+            "hash the long part (e.g. hashlib.sha256(text.encode()).hexdigest())."
+        )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -142,6 +170,16 @@ class RayTaskBackend(BaseTaskBackend):
         ):
             raise InvalidTask(
                 f"max_attempts must be a whole number of at least 1, not {attempts!r}."
+            )
+        for option in ("unique_key", "lock_key"):
+            _check_key(option, getattr(task, option, None))
+        while_running = getattr(task, "unique_while_running", False)
+        if not isinstance(while_running, bool):
+            raise InvalidTask(f"unique_while_running must be True or False, not {while_running!r}.")
+        if while_running and getattr(task, "unique_key", None) is None:
+            raise InvalidTask(
+                "unique_while_running=True needs a unique_key: set both, e.g. "
+                ".using(unique_key='report-42', unique_while_running=True)."
             )
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -242,6 +280,9 @@ class RayTaskBackend(BaseTaskBackend):
             requested_run_after=task.run_after,
             created_at=now,
             timeout_seconds=timeout,
+            unique_key=getattr(task, "unique_key", None),
+            unique_while_running=getattr(task, "unique_while_running", False),
+            lock_key=getattr(task, "lock_key", None),
         )
 
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
@@ -251,7 +292,13 @@ class RayTaskBackend(BaseTaskBackend):
         resolve_task(task.module_path, task.func)
         checked_args, checked_kwargs = self._checked_arguments(task, args, kwargs)
         row = self._new_row(task, checked_args, checked_kwargs, timezone.now())
-        row.save(using=self.database, force_insert=True)
+        if row.unique_key is None:
+            row.save(using=self.database, force_insert=True)
+        else:
+            row, created = unique.insert_unique(row, self.database)
+            if not created:
+                # Nothing was enqueued: the caller gets the row that holds the key.
+                return self._result_from_row(row)
         result = self._result_from_row(row, task=task)
         task_enqueued.send(type(self), task_result=result)
         return result
@@ -268,6 +315,9 @@ class RayTaskBackend(BaseTaskBackend):
         so one bad call rejects the whole batch before anything is written.
         """
         self.validate_task(task)
+        if getattr(task, "unique_key", None) is not None:
+            # One key for every call: the first call enqueues, the others get its result.
+            return [self.enqueue(task, args, kwargs) for args, kwargs in calls]
         resolve_task(task.module_path, task.func)
         now = timezone.now()
         rows = [
@@ -316,6 +366,10 @@ class RayTaskBackend(BaseTaskBackend):
             takes_context=row.takes_context,
             timeout_seconds=row.timeout_seconds,
             max_attempts=row.max_attempts,
+            unique_key=row.unique_key,
+            # A requeued row that gave up its key (docs/scheduling.md) keeps the flag alone.
+            unique_while_running=row.unique_while_running and row.unique_key is not None,
+            lock_key=row.lock_key,
         )
 
     def _result_from_row(

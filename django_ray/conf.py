@@ -89,6 +89,12 @@ def _module_names(value: Any) -> str | None:
     return None
 
 
+def _periodic_tasks(value: Any) -> str | None:
+    from django_ray import schedules  # croniter is needed only when schedules are checked
+
+    return schedules.problem(value)
+
+
 def _non_negative(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
@@ -298,6 +304,21 @@ SETTINGS: dict[str, Setting] = {
         (bool,),
         "Serve /api/metrics without a token when METRICS_BEARER_TOKEN is unset (local "
         "development only: the metrics name queues and failing callables).",
+    ),
+    "PERIODIC_TASKS": Setting(
+        {},
+        (dict,),
+        "Periodic tasks: {name: {'task': dotted path, 'cron': '*/5 * * * *' (6 fields: "
+        "seconds first), 'timezone': 'UTC', 'args': [], 'kwargs': {}}} (docs/scheduling.md).",
+        validator=_periodic_tasks,
+    ),
+    "PERIODIC_CATCHUP_SECONDS": Setting(
+        3600.0,
+        (int, float),
+        "How far back a worker fires missed instants of a schedule (after downtime); older "
+        "ones are skipped and counted.",
+        0,
+        30 * 86_400,
     ),
     "METRICS_CACHE_SECONDS": Setting(
         5.0,

@@ -31,6 +31,19 @@ TERMINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CA
 # owned-rows index condition in migration 0001 and of the SQL fragment built from it.
 OWNED_STATES = (TaskState.RUNNING, TaskState.CANCELLING)
 
+#: Longest dedupe key (``unique_key``) or lock key (``lock_key``) a task may carry.
+KEY_MAX_LENGTH = 255
+
+#: Rows that hold their dedupe key (docs/scheduling.md): QUEUED rows, and owned rows enqueued
+#: with ``unique_while_running``. The partial unique index of migration 0006 is built from this;
+#: lifecycle.rules.unique_live_sql() is the same predicate as SQL (ON CONFLICT must match it).
+UNIQUE_KEY_HELD = Q(unique_key__isnull=False) & (
+    Q(state=TaskState.QUEUED)
+    | Q(unique_while_running=True, state__in=[str(s) for s in OWNED_STATES])
+)
+#: Rows that hold their lock key: owned rows. At most one per key (migration 0006).
+LOCK_KEY_HELD = Q(lock_key__isnull=False, state__in=[str(s) for s in OWNED_STATES])
+
 
 class LeaseQuerySet(models.QuerySet["TaskWorkerLease"]):
     def live(self, now: datetime | None = None) -> LeaseQuerySet:
@@ -121,6 +134,22 @@ class RayTaskExecution(models.Model):
     last_attempted_at = models.DateTimeField(
         null=True, blank=True, help_text="When the latest attempt started (started_at: the first)."
     )
+    unique_key = models.CharField(
+        max_length=KEY_MAX_LENGTH,
+        null=True,
+        blank=True,
+        help_text="Dedupe key: while this row is QUEUED (or running, with unique_while_running) "
+        "enqueueing the same key returns this row.",
+    )
+    unique_while_running = models.BooleanField(
+        default=False, help_text="The dedupe key is also held while the row runs."
+    )
+    lock_key = models.CharField(
+        max_length=KEY_MAX_LENGTH,
+        null=True,
+        blank=True,
+        help_text="Serialization key: no two rows with this key run at the same time.",
+    )
 
     objects = ExecutionQuerySet.as_manager()
 
@@ -149,6 +178,16 @@ class RayTaskExecution(models.Model):
                 condition=Q(state__in=[str(s) for s in OWNED_STATES]),
             ),
             models.Index("state", "finished_at", name="django_ray_state_finished_idx"),
+        ]
+        constraints = [
+            # One live row per dedupe key: enqueue's ON CONFLICT returns the holder instead.
+            models.UniqueConstraint(
+                fields=["unique_key"], condition=UNIQUE_KEY_HELD, name="django_ray_unique_key_held"
+            ),
+            # Never two running rows of one lock key, whatever races the claim loses.
+            models.UniqueConstraint(
+                fields=["lock_key"], condition=LOCK_KEY_HELD, name="django_ray_lock_key_held"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -218,3 +257,31 @@ class TaskWorkerLease(models.Model):
         if not is_active:
             return "inactive"
         return "stale" if expires_at < now else "active"
+
+
+class PeriodicFire(models.Model):
+    """One instant of a periodic schedule, enqueued (or a run of instants skipped) once.
+
+    The unique (schedule, instant) pair is what makes a fire happen exactly once however many
+    workers see the instant due: the insert of this row and the task's row commit together.
+    """
+
+    schedule = models.CharField(max_length=200)
+    instant = models.DateTimeField(help_text="The scheduled instant (UTC).")
+    task_id = models.CharField(
+        max_length=64, null=True, blank=True, help_text="The enqueued task (none: a skip marker)."
+    )
+    skipped = models.PositiveIntegerField(
+        default=0, help_text="Instants skipped up to this one (older than the catch-up window)."
+    )
+    fired_at = models.DateTimeField(default=timezone.now)
+    worker_id = models.CharField(max_length=128)
+
+    class Meta:
+        db_table = "django_ray_periodicfire"
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "instant"], name="django_ray_one_fire")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule} @ {self.instant.isoformat()}"

@@ -31,6 +31,8 @@ class ClaimedTask:
     # The database alias holding the row (the backend's OPTIONS["database"]); set by the worker.
     # A Ray Job gets it on its command line, to read its row and record its outcome there.
     database: str = "default"
+    # The serialization key the row holds while it runs (None: not serialized).
+    lock_key: str | None = None
 
     def payload(self) -> dict[str, Any]:
         """What the executing process needs; plain data so it pickles cheaply for Ray."""

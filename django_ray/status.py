@@ -12,7 +12,8 @@ Checklist items (runbook "Quick Triage Checklist"):
 4. ``ray``: Ray connectivity (the configured address answers; which runners workers use).
 5. ``failures``: retrying vs terminal failures, and the dominant failing callable.
 
-Plus ``queues``: per-queue depth, due rows, running rows and wait of the oldest due row, with a
+Plus ``scheduling`` (:mod:`django_ray.scheduling_status`): periodic schedules' last and next
+instants and misses, and the dedupe and lock keys held. And ``queues``: per-queue depth, due rows, running rows and wait of the oldest due row, with a
 warning for queues that have due work but no active worker polling them.
 """
 
@@ -119,6 +120,7 @@ def collect_status(
     using: str = "default", ray_timeout: float = 2.0, probe: bool = True
 ) -> dict[str, Any]:
     """Everything the triage checklist needs, as plain data (see the module docstring)."""
+    from django_ray import scheduling_status
     from django_ray.conf import ray_settings
     from django_ray.models import RayTaskExecution, TaskState, TaskWorkerLease
 
@@ -258,6 +260,7 @@ def collect_status(
         "leases": lease_rows,
         "running": {"long_running_over_10m": long_running, "orphaned": orphaned},
         "ray": ray,
+        "scheduling": scheduling_status.collect(using, now, settings.PERIODIC_TASKS),
         "failures": {
             "retry_waiting": retry_waiting,
             "failed_terminal": states.get("FAILED", 0),
@@ -442,4 +445,8 @@ def render_text(status: dict[str, Any]) -> str:
             f"  latest error of {failures['dominant']['callable_path']}: "
             + failures["dominant"]["latest_error"][:200]
         )
+    if "scheduling" in status:
+        from django_ray import scheduling_status
+
+        lines += scheduling_status.render(status["scheduling"])
     return "\n".join(lines)

@@ -134,6 +134,17 @@ def ray_core_runner(ray_head: Any) -> Iterator[Any]:
         runner.close()
 
 
+@pytest.fixture(params=["postgresql", "portable"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run a lifecycle test once through the named statements and once through the portable ORM
+    path (the one SQLite takes), on the same PostgreSQL, so the two cannot drift apart."""
+    if request.param == "portable":
+        from django_ray.lifecycle import statements
+
+        monkeypatch.setattr(statements, "is_postgres", lambda using: False)
+    yield request.param
+
+
 def wait_until(
     predicate: Callable[[], bool],
     timeout: float = 60.0,

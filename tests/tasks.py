@@ -192,3 +192,11 @@ def announce_and_sleep(seconds: float, marker: str) -> float:
         time.sleep(0.02)
     _probe(marker)
     return seconds
+
+
+@task
+def serialized_mark(key: str, index: int, seconds: float) -> None:
+    """Records when its body started and ended (wall clock), for the serialized-task test."""
+    started = time.time()
+    time.sleep(seconds)
+    _probe(f"serialized:{key}:{index}", key=key, start=started, end=time.time())

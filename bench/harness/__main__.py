@@ -34,10 +34,21 @@ PROFILES: dict[str, dict[str, Any]] = {
         "trickle": 500,
         "hist_rows": 1_000_000,
         "enqueue": 2_000,
+        "unique": 2_000,
+        "serial": 2_000,
     },
-    "quick": {"noop": 2_000, "sleep10": 400, "trickle": 100, "hist_rows": 100_000, "enqueue": 400},
+    "quick": {
+        "noop": 2_000,
+        "sleep10": 400,
+        "trickle": 100,
+        "hist_rows": 100_000,
+        "enqueue": 400,
+        "unique": 400,
+        "serial": 400,
+    },
 }
-WORKLOADS = ("enqueue", "noop", "trickle", "sleep10", "hist")
+# unique and serial: django-ray's own features (docs/scheduling.md), ours-local only.
+WORKLOADS = ("enqueue", "noop", "trickle", "sleep10", "hist", "unique", "serial")
 
 
 def log(msg: str) -> None:
@@ -270,6 +281,10 @@ def run_workload(
         try:
             if workload == "enqueue":
                 res = runner.enqueue_costs(ctx, system, db, profile["enqueue"])
+            elif workload == "unique":
+                res = runner.unique_costs(ctx, system, db, n)
+            elif workload == "serial":
+                res = runner.drain(ctx, system, db, "noop", n, workload, "serial")
             elif workload == "trickle":
                 res = runner.trickle(ctx, system, db, n, system.trickle_interval)
             else:

@@ -132,6 +132,37 @@ def _jobs_section(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _scheduling_section(doc: dict[str, Any]) -> list[str]:
+    """django-ray's own features (docs/scheduling.md): unique enqueue and serialized drains."""
+    r = doc["results"]
+    unique, serial = r.get("unique", {}).get(OURS), r.get("serial", {}).get(OURS)
+    if not unique and not serial:
+        return []
+    lines = ["## Unique enqueue and serialized tasks (django-ray only)", ""]
+    if unique:
+        lines.append(
+            f"- `enqueue()` with a dedupe key ({unique.get('keys', '?')} keys, "
+            f"{unique.get('rows_created', '?')} rows created for {unique['n']:,} calls): "
+            f"{fmt(unique.get('unique_calls_per_s'))} calls/s against "
+            f"{fmt(unique.get('plain_calls_per_s'))} for plain `enqueue()` "
+            f"({fmt_ratio(unique.get('unique_vs_plain'))} the wall time)"
+            + (f" (**{unique['error']}**)" if unique.get("error") else "")
+        )
+    if serial:
+        noop = _get(r, "noop", OURS, "tasks_per_s")
+        lines.append(
+            f"- no-op drain of {serial['n']:,} tasks over 16 lock keys: "
+            f"{fmt(serial.get('tasks_per_s'))} tasks/s"
+            + (
+                f" ({fmt_ratio(ratio(serial.get('tasks_per_s'), noop))} the plain no-op drain)"
+                if noop and serial.get("tasks_per_s")
+                else ""
+            )
+            + (f" (**{serial['error']}**)" if serial.get("error") else "")
+        )
+    return [*lines, ""]
+
+
 def _phases_section(doc: dict[str, Any]) -> list[str]:
     phases = doc.get("phases") or []
     if not phases:
@@ -243,6 +274,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 cells[0] += f" (**{row['error']}**)"
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _scheduling_section(doc)
     lines += _jobs_section(doc)
     lines += ["## Targets (issue 6)", "", "| target | measured | met |", "|---|---|---|"]
     for name, value, met in targets(doc):

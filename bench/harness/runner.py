@@ -197,6 +197,13 @@ def enqueue_costs(ctx: Context, system: System, db: dict[str, Any], n: int) -> d
     return out
 
 
+def unique_costs(ctx: Context, system: System, db: dict[str, Any], n: int) -> dict[str, Any]:
+    """enqueue() with a dedupe key (50 keys: mostly returning the holder) vs plain enqueue()."""
+    out = _result(system, "unique", n)
+    out.update(system.enqueue(db, "noop", n, "unique"))
+    return out
+
+
 def raw_ray(
     ctx: Context,
     system: System,

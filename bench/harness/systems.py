@@ -119,6 +119,7 @@ class System:
     warm_slots: bool = True  # False: a 4-task warm-up instead of 16 (slow systems)
     quick_skip: tuple[str, ...] = ()  # workloads left out of --quick (time budget)
     only: tuple[str, ...] = ()  # the workloads this system runs, when not all of them
+    extras: tuple[str, ...] = ()  # workloads of its own features (no peer has them)
     worker_env: dict[str, str] = field(default_factory=dict)  # extra environment of its worker
     # Seconds between two trickle tasks: 20 ms, or longer than one task takes (Ray Jobs), so
     # that the trickle measures pickup by an idle worker and not a backlog.
@@ -130,7 +131,7 @@ class System:
             return ("noop", "trickle")
         if self.only:
             return self.only
-        every = ("enqueue", "noop", "trickle", "sleep10", "hist")
+        every = ("enqueue", "noop", "trickle", "sleep10", "hist", *self.extras)
         return tuple(w for w in every if not (mode == "quick" and w in self.quick_skip))
 
     @property
@@ -260,6 +261,7 @@ def all_systems(concurrency: int) -> list[System]:
             table=RAY_TABLE,
             worker_argv=local_worker_argv,
             has_bulk=True,
+            extras=("unique", "serial"),
         ),
         System(
             key="ours-io",

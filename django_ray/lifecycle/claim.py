@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
+import zlib
 from collections.abc import Sequence
+from contextlib import nullcontext
 
-from django.db import transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from django_ray.lifecycle import statements
-from django_ray.models import RayTaskExecution, TaskState
+from django_ray.models import LOCK_KEY_HELD, RayTaskExecution, TaskState
 from django_ray.outcomes import ClaimedTask
+
+logger = logging.getLogger("django_ray.worker")
+
+#: First half of the advisory lock a claim takes on a lock key (the second is the key's hash),
+#: so django-ray's locks do not collide with an application's own one-argument advisory locks.
+LOCK_SPACE = zlib.crc32(b"django_ray.lock_key") - 2**31
 
 
 def claim(
@@ -30,8 +39,20 @@ def claim(
             "all_queues": queues is None,
             "queues": list(queues or []),
             "limit": limit,
+            "lock_space": LOCK_SPACE,
         }
-        claimed = [_from_row(row) for row in statements.fetchall("claim_due", params, using)]
+        # One statement: in autocommit it is its own transaction (no BEGIN/COMMIT round trips);
+        # inside a caller's transaction a savepoint keeps a refused claim from breaking it.
+        in_transaction = connections[using].in_atomic_block
+        try:
+            with transaction.atomic(using=using) if in_transaction else nullcontext():
+                rows = statements.fetchall("claim_due", params, using)
+        except IntegrityError as exc:
+            # Two claims raced for one lock key and the unique index refused the second: nothing
+            # of this batch changed; the next pass sees the key held and passes it over.
+            logger.info("claim lost a race for a lock key (%s); claiming again", exc)
+            return []
+        claimed = [_from_row(row) for row in rows]
     else:
         claimed = _claim_portable(worker_id, queues, limit, using)
     claimed.sort(key=lambda t: (-t.priority, t.run_after, t.id))
@@ -44,7 +65,8 @@ def _json(value: object) -> object:
 
 
 def _from_row(row: tuple[object, ...]) -> ClaimedTask:
-    task = ClaimedTask(*row)  # type: ignore[arg-type]
+    *fields, lock_key = row
+    task = ClaimedTask(*fields, lock_key=lock_key)  # type: ignore[arg-type]
     task.args = _json(task.args)  # type: ignore[assignment]
     task.kwargs = _json(task.kwargs)  # type: ignore[assignment]
     task.worker_ids = _json(task.worker_ids)  # type: ignore[assignment]
@@ -59,8 +81,17 @@ def _claim_portable(
     with transaction.atomic(using=using):
         due = list(rows.due(list(queues) if queues is not None else None, now)
                    .order_by("-priority", "run_after", "id")[:limit])  # fmt: skip
+        held = set(
+            rows.filter(
+                LOCK_KEY_HELD, lock_key__in={r.lock_key for r in due if r.lock_key}
+            ).values_list("lock_key", flat=True)
+        )
         claimed: list[ClaimedTask] = []
         for row in due:
+            if row.lock_key is not None:
+                if row.lock_key in held:
+                    continue
+                held.add(row.lock_key)
             worker_ids = [*row.worker_ids, worker_id]
             started = row.started_at or now
             if not rows.filter(pk=row.pk, state=TaskState.QUEUED).update(
@@ -105,4 +136,5 @@ def claimed_task_from_row(row: RayTaskExecution) -> ClaimedTask:
         run_after=row.run_after,
         started_at=row.last_attempted_at or row.started_at or timezone.now(),
         worker_ids=list(row.worker_ids),
+        lock_key=row.lock_key,
     )

@@ -7,13 +7,33 @@
 -- many workers claim at once without waiting for each other; the claim index covers the
 -- ORDER BY, so the finished history never slows it down. started_at keeps the first attempt's
 -- start (Django: "began execution, on its first attempt"); last_attempted_at is this one's.
-WITH due AS (
-    SELECT id FROM django_ray_raytaskexecution
+-- Serialized rows (lock_key): a row whose key a running row holds is passed over; `nth` keeps
+-- one row per key in a batch, and the transaction-scoped advisory lock makes a concurrent
+-- claim pass over the key too instead of waiting. The advisory lock is taken on the batch, not
+-- in the scan: a function in the scan's filter makes the planner cost every due row (and pay
+-- for JIT compilation on each claim); for the same reason NOT EXISTS stands alone, an
+-- anti-join with the few held keys that a row without a key never matches, not behind an OR.
+-- The partial unique index on held lock keys (migration 0006) is the guarantee behind all
+-- this: a claim that still loses a race fails whole and claims again (claim.py).
+WITH candidate AS (
+    SELECT id, lock_key, priority, run_after FROM django_ray_raytaskexecution AS q
     WHERE state = 'QUEUED' AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
       AND run_after <= now()
+      AND NOT EXISTS (SELECT 1 FROM django_ray_raytaskexecution AS o
+                      WHERE o.lock_key = q.lock_key AND {lock_key_held_o})
     ORDER BY priority DESC, run_after, id
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF q SKIP LOCKED
+),
+due AS (
+    SELECT id FROM (
+        SELECT id, lock_key,
+               row_number() OVER (PARTITION BY lock_key ORDER BY priority DESC, run_after, id)
+                   AS nth
+        FROM candidate
+    ) AS c
+    WHERE lock_key IS NULL
+       OR (nth = 1 AND pg_try_advisory_xact_lock(%(lock_space)s::int, hashtext(lock_key)))
 )
 UPDATE django_ray_raytaskexecution AS t
 SET state = 'RUNNING',
@@ -28,7 +48,24 @@ FROM due
 WHERE t.id = due.id
 RETURNING t.id, t.task_id, t.callable_path, t.queue_name, t.priority, t.takes_context, t.args,
           t.kwargs, t.attempt_number, t.max_attempts, t.timeout_seconds, t.backend_alias,
-          t.created_at, t.run_after, t.last_attempted_at, t.worker_ids;
+          t.created_at, t.run_after, t.last_attempted_at, t.worker_ids, t.lock_key;
+
+-- name: enqueue_unique --
+-- Enqueue a row with a dedupe key. ON CONFLICT names the partial unique index of held keys
+-- (migration 0006), so of many concurrent enqueues of one key exactly one inserts; the others
+-- get no row back and read the holder (lifecycle/unique.py, through the ORM). DO NOTHING, not DO UPDATE: the
+-- holder is neither locked (a worker may be claiming it) nor rewritten.
+INSERT INTO django_ray_raytaskexecution (
+    task_id, callable_path, backend_alias, queue_name, state, priority, takes_context, args,
+    kwargs, attempt_number, max_attempts, worker_ids, run_after, requested_run_after,
+    created_at, timeout_seconds, unique_key, unique_while_running, lock_key)
+VALUES (
+    %(task_id)s, %(callable_path)s, %(backend_alias)s, %(queue_name)s, 'QUEUED', %(priority)s,
+    %(takes_context)s, %(args)s::jsonb, %(kwargs)s::jsonb, 0, %(max_attempts)s, '[]'::jsonb,
+    %(run_after)s, %(requested_run_after)s, %(created_at)s, %(timeout_seconds)s,
+    %(unique_key)s, %(unique_while_running)s, %(lock_key)s)
+ON CONFLICT (unique_key) WHERE {unique_key_held} DO NOTHING
+RETURNING id;
 
 -- name: record_outcomes --
 -- Record a batch of outcomes and their attempt history in one statement. Arrays are bound
@@ -129,3 +166,36 @@ FOR EACH STATEMENT EXECUTE FUNCTION django_ray_notify_queued();
 DROP TRIGGER IF EXISTS django_ray_notify_queued_insert ON django_ray_raytaskexecution;
 DROP TRIGGER IF EXISTS django_ray_notify_queued_update ON django_ray_raytaskexecution;
 DROP FUNCTION IF EXISTS django_ray_notify_queued();
+
+-- name: unique_requeue_trigger --
+-- Installed by migration 0006. A row going back to QUEUED (a retry, recovery, an operator's
+-- requeue, the runbook's shell) would break the one-holder-per-dedupe-key index if a newer row
+-- took the key meanwhile: it gives up its key instead and both run. The WHEN clause keeps the
+-- trigger off every update that is not such a move of a keyed row.
+CREATE OR REPLACE FUNCTION django_ray_unique_requeue() RETURNS trigger AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM django_ray_raytaskexecution AS o
+               WHERE o.unique_key = NEW.unique_key AND o.id <> NEW.id AND {unique_key_held_o})
+    THEN
+        NEW.unique_key := NULL;
+    END IF;
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE TRIGGER django_ray_unique_requeue
+BEFORE UPDATE OF state ON django_ray_raytaskexecution
+FOR EACH ROW
+WHEN (NEW.unique_key IS NOT NULL AND NEW.state = 'QUEUED' AND OLD.state <> 'QUEUED')
+EXECUTE FUNCTION django_ray_unique_requeue();
+
+-- name: drop_unique_requeue_trigger --
+-- Reverse of unique_requeue_trigger (migration 0006 backwards).
+DROP TRIGGER IF EXISTS django_ray_unique_requeue ON django_ray_raytaskexecution;
+DROP FUNCTION IF EXISTS django_ray_unique_requeue();
+
+-- name: periodic_lock --
+-- Taken in the transaction that fires a schedule's due instants: one worker at a time decides
+-- what is due and what is skipped (so a skipped run is counted once); the others pass this
+-- round instead of waiting. Exactly-once itself rests on the unique (schedule, instant) row.
+SELECT pg_try_advisory_xact_lock(%(space)s::int, hashtext(%(schedule)s));

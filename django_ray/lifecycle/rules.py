@@ -70,6 +70,22 @@ def owned_sql(column: str = "state") -> str:
     return f"{column} IN ({', '.join(repr(str(s)) for s in OWNED_STATES)})"
 
 
+def unique_key_held_sql(alias: str = "") -> str:
+    """:data:`~django_ray.models.UNIQUE_KEY_HELD` as SQL (the index predicate of migration 0006;
+    ``ON CONFLICT`` names it to find that index, so the two must say the same)."""
+    p = f"{alias}." if alias else ""
+    return (
+        f"{p}unique_key IS NOT NULL AND ({p}state = '{S.QUEUED}' "
+        f"OR ({p}unique_while_running AND {owned_sql(p + 'state')}))"
+    )
+
+
+def lock_key_held_sql(alias: str = "") -> str:
+    """:data:`~django_ray.models.LOCK_KEY_HELD` as SQL: a row holding its lock key."""
+    p = f"{alias}." if alias else ""
+    return f"{p}lock_key IS NOT NULL AND {owned_sql(p + 'state')}"
+
+
 def cancelling_settles_sql(current: str, planned: str) -> str:
     """:func:`settle` as a SQL ``CASE`` expression over two column expressions."""
     whens = " ".join(

@@ -32,6 +32,9 @@ def _render(text: str) -> str:
         .replace("{owned_t}", rules.owned_sql("t.state"))
         .replace("{settle_cancelling}", settle)
         .replace("{requeue}", f"({settle}) = '{rules.S.QUEUED}'")
+        .replace("{unique_key_held}", rules.unique_key_held_sql())
+        .replace("{unique_key_held_o}", rules.unique_key_held_sql("o"))
+        .replace("{lock_key_held_o}", rules.lock_key_held_sql("o"))
     )
 
 
@@ -76,3 +79,6 @@ def notify_cancel(execution_id: int, using: str) -> None:
 # Migration 0002 installs and removes the NOTIFY trigger with these (importable by name).
 NOTIFY_TRIGGER_SQL = sql("notify_trigger") + ";\n"
 DROP_NOTIFY_TRIGGER_SQL = sql("drop_notify_trigger") + ";\n"
+# Migration 0006: a requeued row gives up its dedupe key when another row holds it.
+UNIQUE_REQUEUE_TRIGGER_SQL = sql("unique_requeue_trigger") + ";\n"
+DROP_UNIQUE_REQUEUE_TRIGGER_SQL = sql("drop_unique_requeue_trigger") + ";\n"

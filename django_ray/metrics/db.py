@@ -19,6 +19,9 @@ SQL statement (a ``UNION ALL`` of small aggregates) over ``django_ray_raytaskexe
 - ``django_ray_tasks_last_finished_timestamp_seconds``: newest ``finished_at``
 - ``django_ray_worker_leases{status}``: leases active, stale (active but expired), inactive
 - ``django_ray_worker_lease_oldest_heartbeat_age_seconds``: oldest active lease heartbeat
+- ``django_ray_periodic_last_fire_timestamp_seconds{schedule}``: the latest instant enqueued
+- ``django_ray_periodic_misses{schedule}``: instants skipped (older than the catch-up window)
+  in the schedule's kept history (``docs/scheduling.md``)
 - ``django_ray_metrics_db_up``, ``django_ray_metrics_query_duration_seconds``: the scrape itself
 
 ``django_ray_tasks_total`` keeps the runbook's name. It counts rows, which can go down, so it is
@@ -82,6 +85,11 @@ SELECT 'lease',
        NULL, COUNT(*), 0, 0, NULL, MIN(last_heartbeat_at), NULL
 FROM django_ray_taskworkerlease
 GROUP BY 2
+UNION ALL
+SELECT 'periodic', schedule, NULL, SUM(skipped), 0, 0, NULL, NULL,
+       MAX(CASE WHEN task_id IS NOT NULL THEN instant END)
+FROM django_ray_periodicfire
+GROUP BY schedule
 """
 
 
@@ -195,6 +203,7 @@ class DatabaseCollector(Collector):
         lease_oldest: dt.datetime | None = None
         retry_waiting = 0.0
         last_finished: dt.datetime | None = None
+        periodic: dict[str, tuple[float, dt.datetime | None]] = {}
 
         for kind, a, b, n, n_due, retried, oldest, heartbeat, finished in rows:
             n = float(n or 0)
@@ -221,6 +230,8 @@ class DatabaseCollector(Collector):
                 failures[(a, b)] = (n, float(n_due or 0))
             elif kind == "orphaned":
                 orphaned[a] = n
+            elif kind == "periodic":
+                periodic[a] = (n, _as_datetime(finished))
             elif kind == "lease":
                 leases[a] = n
                 if a == "active":
@@ -311,6 +322,7 @@ class DatabaseCollector(Collector):
         )
         lease_age.add_metric([], _age(now, lease_oldest))
         yield lease_age
+        yield from _periodic_families(periodic)
 
     def _failure_families(
         self, failures: dict[tuple[str, str], tuple[float, float]]
@@ -343,6 +355,25 @@ class DatabaseCollector(Collector):
             recent_family.add_metric(list(key), recents[key])
         yield failed
         yield recent_family
+
+
+def _periodic_families(periodic: dict[str, tuple[float, dt.datetime | None]]) -> Iterator[Metric]:
+    last = GaugeMetricFamily(
+        "django_ray_periodic_last_fire_timestamp_seconds",
+        "Unix time of the latest instant of a periodic schedule that was enqueued (0: none).",
+        labels=["schedule"],
+    )
+    misses = GaugeMetricFamily(
+        "django_ray_periodic_misses",
+        "Instants of a periodic schedule skipped as older than PERIODIC_CATCHUP_SECONDS "
+        "(within the kept fire history).",
+        labels=["schedule"],
+    )
+    for schedule, (skipped, fired) in sorted(periodic.items()):
+        last.add_metric([schedule], fired.timestamp() if fired else 0.0)
+        misses.add_metric([schedule], skipped)
+    yield last
+    yield misses
 
 
 def _configured_queues() -> set[str]:

@@ -21,6 +21,9 @@ metric                                                     type       labels
 ``django_ray_worker_lease_losses_total``                   counter
 ``django_ray_worker_loop_iterations_total``                counter
 ``django_ray_worker_last_loop_success_timestamp_seconds``  gauge
+``django_ray_worker_periodic_fires_total``                 counter    schedule
+``django_ray_worker_periodic_misses_total``                counter    schedule
+``django_ray_worker_periodic_last_fire_timestamp_seconds`` gauge      schedule
 =========================================================  =========  ==========================
 
 ``outcome`` is one of :data:`OUTCOMES`, so label sets stay bounded.
@@ -109,6 +112,24 @@ class WorkerMetrics:
         self.last_loop_success = Gauge(
             "django_ray_worker_last_loop_success_timestamp_seconds",
             "Unix time of the last loop iteration that completed without error.",
+            registry=r,
+        )
+        self.periodic_fires = Counter(
+            "django_ray_worker_periodic_fires",
+            "Instants of a periodic schedule this worker enqueued.",
+            ["schedule"],
+            registry=r,
+        )
+        self.periodic_misses = Counter(
+            "django_ray_worker_periodic_misses",
+            "Instants of a schedule this worker skipped (older than PERIODIC_CATCHUP_SECONDS).",
+            ["schedule"],
+            registry=r,
+        )
+        self.periodic_last_fire = Gauge(
+            "django_ray_worker_periodic_last_fire_timestamp_seconds",
+            "Unix time of the latest instant of a schedule this worker enqueued.",
+            ["schedule"],
             registry=r,
         )
         self._server: Any = None
@@ -262,3 +283,13 @@ def record_loop_iteration(now: float | None = None) -> None:
     """One loop iteration completed without error."""
     _metrics.loop_iterations.inc()
     _metrics.last_loop_success.set(time.time() if now is None else now)
+
+
+def record_periodic(schedule: str, fired: int, skipped: int, last_instant: float | None) -> None:
+    """This worker enqueued ``fired`` instants of ``schedule`` and skipped ``skipped``."""
+    if fired:
+        _metrics.periodic_fires.labels(schedule=schedule).inc(fired)
+    if skipped:
+        _metrics.periodic_misses.labels(schedule=schedule).inc(skipped)
+    if last_instant is not None:
+        _metrics.periodic_last_fire.labels(schedule=schedule).set(last_instant)

@@ -29,6 +29,7 @@ from django_ray.runners.base import Finished, Runner, RunnerUnavailable
 from django_ray.worker import faults, ray_jobs
 from django_ray.worker.job_stops import RecoveredJobStopper
 from django_ray.worker.lease import LeaseKeeper
+from django_ray.worker.periodic import PeriodicScheduler
 from django_ray.worker.shutdown import (
     EXIT_LEASE_LOST,
     EXIT_OK,
@@ -94,6 +95,15 @@ class Worker:
         # then, so a backoff is not stretched to the (possibly long) fallback poll interval.
         self._retry_due: list[float] = []
         self._db_ok = True
+        self.scheduler = (
+            PeriodicScheduler(
+                self.conf.PERIODIC_TASKS,
+                float(self.conf.PERIODIC_CATCHUP_SECONDS),
+                self.worker_id,
+            )
+            if self.conf.PERIODIC_TASKS
+            else None
+        )
         self.listener = WakeupListener(self.queues, using, wake=self.wake)
         self.job_stopper = RecoveredJobStopper(self.worker_id, self.runner.jobs_api_address)
         self.lease = LeaseKeeper(
@@ -249,6 +259,8 @@ class Worker:
             if now - self._last_recovery > float(self.conf.WORKER_HEARTBEAT_SECONDS):
                 self._recover()
                 self._last_recovery = now
+            if self.scheduler is not None:
+                self.scheduler.tick()
             self._claim()
             worker_metrics.set_in_flight(len(self.runner.in_flight_ids()))
             if not self.runner.in_flight_ids() and not self._more_work:
@@ -284,6 +296,9 @@ class Worker:
         # With LISTEN, wake-ups are pushed; the poll is a slow safety net (and catches the
         # run_after of deferred enqueues). Our own retries wake us when they become due.
         poll = float(self.conf.POLL_INTERVAL_SECONDS)
+        if self.scheduler is not None:
+            # Wake for the next scheduled instant (a little after, so that it is due).
+            poll = min(poll, (self.scheduler.seconds_to_next() or 0.0) + 0.01)
         if self._retry_due:
             return max(0.0, min(poll, min(self._retry_due) - time.monotonic()))
         return poll
@@ -381,6 +396,9 @@ class Worker:
             for task, outcome in pending
         ]
         batch = [item for item in resolved if not item[1].recorded_state]
+        if any(task.lock_key for task, _ in pending):
+            # A lock key was released: rows waiting on it are due now, not at the next poll.
+            self._more_work = True
         if batch:
             report = record.record_outcomes(
                 self.worker_id, batch, self.using, store_result=store_if_oversized

@@ -3,13 +3,13 @@ first attempt's ``started_at`` through a real worker, and the shared row-set voc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from django_ray.lifecycle import claim, leases, operator, record, recover, rules, statements
+from django_ray.lifecycle import claim, leases, operator, record, recover, rules
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState, TaskWorkerLease
 from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind
 from tests import tasks
@@ -17,15 +17,6 @@ from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = TaskState
-
-
-@pytest.fixture(params=["postgresql", "portable"])
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Each test runs once through the named statements and once through the portable ORM path
-    (the one SQLite takes), on the same PostgreSQL, so the two cannot drift apart."""
-    if request.param == "portable":
-        monkeypatch.setattr(statements, "is_postgres", lambda using: False)
-    yield request.param
 
 
 def _claimed(worker: str = "w") -> ClaimedTask:

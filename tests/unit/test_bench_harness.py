@@ -210,9 +210,11 @@ def test_steps_and_counts_follow_the_systems() -> None:
     assert n_for(systems["djray070"], "noop", quick, "quick") == 150
     assert n_for(systems["ours-jobs"], "trickle", quick, "quick") == 2
     # Every workload on every system, except: Ray Jobs only noop (+ trickle on its worker), raw
-    # Ray has no table (no enqueue, no hist) and its trickle is a step of its own.
+    # Ray has no table (no enqueue, no hist) and its trickle is a step of its own; unique and
+    # serial (django-ray's own features) run on ours-local only.
     steps = count_steps(list(systems.values()), list(WORKLOADS), "full")
-    assert steps == 4 + 6 + 1 + 6 + 4  # enqueue, noop, trickle, sleep10 (+ ours-io), hist
+    assert steps == 4 + 6 + 1 + 6 + 4 + 2  # enqueue, noop, trickle, sleep10 (+ ours-io), hist
+    assert count_steps(list(systems.values()), ["unique", "serial"], "full") == 2
     assert systems["ours-io"].workloads("full") == ("sleep10",)
     # Ray Jobs' trickle leaves each task time to finish: pickup by an idle worker, no backlog.
     assert systems["ours-jobs"].trickle_interval > 1 > systems["ours-local"].trickle_interval

@@ -10,6 +10,10 @@ system's public Django Tasks API and prints one JSON line with what it measured.
 - ``compare``: ``enqueue()`` against a bare ORM ``create()`` of the very row it writes (same
   field values, fresh unique values) in interleaved blocks, then the bulk API; the yardstick
   for enqueue overhead.
+- ``unique`` (django-ray only): ``enqueue()`` with a dedupe key over :data:`UNIQUE_KEYS` keys
+  against plain ``enqueue()``, in interleaved blocks;
+- ``serial`` (django-ray only): the bulk API with a lock key, :data:`LOCK_KEYS` keys round-robin,
+  for the serialized drain.
 """
 
 from __future__ import annotations
@@ -95,6 +99,45 @@ class _OrmRows:
 
 
 BULK_ROUNDS = 5
+UNIQUE_KEYS = 50
+LOCK_KEYS = 16
+
+
+def _unique(task: Any, n: int, block: int = 50) -> dict[str, Any]:
+    """enqueue() with a dedupe key vs plain enqueue(), interleaved in blocks (warm process)."""
+    for i in range(20):
+        task.using(unique_key=f"warm-{i}").enqueue()
+        task.enqueue()
+    wall = {"unique": 0.0, "plain": 0.0}
+    ids: set[str] = set()
+    done = 0
+    while done < n:
+        size = min(block, n - done)
+        w = time.perf_counter()
+        for i in range(done, done + size):
+            ids.add(task.using(unique_key=f"key-{i % UNIQUE_KEYS}").enqueue().id)
+        wall["unique"] += time.perf_counter() - w
+        w = time.perf_counter()
+        for _ in range(size):
+            task.enqueue()
+        wall["plain"] += time.perf_counter() - w
+        done += size
+    return {
+        "n": n,
+        "keys": UNIQUE_KEYS,
+        "rows_created": len(ids),
+        "unique_calls_per_s": n / wall["unique"],
+        "plain_calls_per_s": n / wall["plain"],
+        "unique_vs_plain": wall["unique"] / wall["plain"],
+    }
+
+
+def _serial_fill(task: Any, n: int) -> None:
+    """n tasks over LOCK_KEYS lock keys, interleaved (one bulk call per key and round)."""
+    backend = task.get_backend()
+    per_key = [n // LOCK_KEYS + (1 if k < n % LOCK_KEYS else 0) for k in range(LOCK_KEYS)]
+    for k, count in enumerate(per_key):
+        backend.enqueue_many(task.using(lock_key=f"lock-{k}"), [((), {})] * count)
 
 
 def _compare(task: Any, n: int, block: int = 50) -> dict[str, Any]:
@@ -166,6 +209,12 @@ def cmd_enqueue(args: argparse.Namespace) -> dict[str, Any]:
         out["seconds"] = time.perf_counter() - start
     elif args.mode == "compare":
         return _compare(task, args.n)
+    elif args.mode == "unique":
+        return _unique(task, args.n)
+    elif args.mode == "serial":
+        start = time.perf_counter()
+        _serial_fill(task, args.n)
+        out["seconds"] = time.perf_counter() - start
     elif args.mode == "trickle":
         committed: list[tuple[str, float, float]] = []
         next_at = time.monotonic()
@@ -192,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     enq = sub.add_parser("enqueue", help="enqueue tasks through the system's API")
     enq.add_argument("--task", choices=["noop", "sleep10"], default="noop")
     enq.add_argument("--n", type=int, required=True)
-    enq.add_argument("--mode", choices=["loop", "bulk", "trickle", "compare"], default="loop")
+    enq.add_argument(
+        "--mode", choices=["loop", "bulk", "trickle", "compare", "unique", "serial"], default="loop"
+    )
     enq.add_argument("--interval", type=float, default=0.02)
     args = parser.parse_args(argv)
     _setup()
