@@ -72,23 +72,26 @@ def test_kill_9_of_a_ray_core_worker_during_500_tasks(start_worker, ray_head):
     )
 
 
-# Measured: 1,035 s from the kill to the last outcome at load 15-35 on 2 cores (0.48 tasks/s).
-@pytest.mark.timeout(2700)
-def test_kill_9_of_a_ray_job_worker_during_500_tasks(start_worker, ray_head):
-    # One Ray Job per task attempt: Ray starts a supervisor process and an entrypoint process for
-    # each (about 1-2 s of CPU per job on a 2-core machine), so this is the slowest test we have.
+# One Ray Job per task attempt: Ray starts a supervisor actor and an entrypoint process (a Python
+# and Django start-up) for each, 1-2 s of CPU per job on a 2-core machine. 500 jobs took 1,776 s
+# here (load 4-10, 2026-12-07), alone a third of CI's 90-minute budget. 200 jobs, killed after
+# 40 succeeded, still leave the victim's in-flight jobs to adopt and 150+ rows for the survivor:
+# the same adoption and recovery paths, which do not depend on the count. The Ray Core test above
+# keeps its 500 tasks.
+@pytest.mark.timeout(1500)
+def test_kill_9_of_a_ray_job_worker_during_200_tasks(start_worker, ray_head):
     recovered, finished, figures, log = _kill_and_recover(
         start_worker,
         ["--concurrency", "6"],
         job_mode_env(ray_head),
-        count=500,
+        count=200,
         seconds=0.02,
         kill_after=40,
         name="job",
-        timeout=2400,
+        timeout=1200,
     )
     report(
-        "kill -9 ray_job worker (500 tasks)",
+        "kill -9 ray_job worker (200 tasks)",
         kill_to_recovered_s=recovered,
         kill_to_all_done_s=finished,
         adopted=log.count("adopted Ray Job"),
