@@ -296,9 +296,11 @@ class Worker:
         # With LISTEN, wake-ups are pushed; the poll is a slow safety net (and catches the
         # run_after of deferred enqueues). Our own retries wake us when they become due.
         poll = float(self.conf.POLL_INTERVAL_SECONDS)
-        if self.scheduler is not None:
-            # Wake for the next scheduled instant (a little after, so that it is due).
-            poll = min(poll, (self.scheduler.seconds_to_next() or 0.0) + 0.01)
+        next_instant = self.scheduler.seconds_to_next() if self.scheduler is not None else None
+        if next_instant is not None:
+            # Wake for the next scheduled instant (a little after, so that it is due). None
+            # means no schedule: it must not become a 10 ms busy poll.
+            poll = min(poll, next_instant + 0.01)
         if self._retry_due:
             return max(0.0, min(poll, min(self._retry_due) - time.monotonic()))
         return poll
