@@ -54,16 +54,10 @@ RETURNING t.id, t.task_id, t.callable_path, t.queue_name, t.priority, t.takes_co
 -- Enqueue a row with a dedupe key. ON CONFLICT names the partial unique index of held keys
 -- (migration 0006), so of many concurrent enqueues of one key exactly one inserts; the others
 -- get no row back and read the holder (lifecycle/unique.py, through the ORM). DO NOTHING, not DO UPDATE: the
--- holder is neither locked (a worker may be claiming it) nor rewritten.
-INSERT INTO django_ray_raytaskexecution (
-    task_id, callable_path, backend_alias, queue_name, state, priority, takes_context, args,
-    kwargs, attempt_number, max_attempts, worker_ids, run_after, requested_run_after,
-    created_at, timeout_seconds, unique_key, unique_while_running, lock_key)
-VALUES (
-    %(task_id)s, %(callable_path)s, %(backend_alias)s, %(queue_name)s, 'QUEUED', %(priority)s,
-    %(takes_context)s, %(args)s::jsonb, %(kwargs)s::jsonb, 0, %(max_attempts)s, '[]'::jsonb,
-    %(run_after)s, %(requested_run_after)s, %(created_at)s, %(timeout_seconds)s,
-    %(unique_key)s, %(unique_while_running)s, %(lock_key)s)
+-- holder is neither locked (a worker may be claiming it) nor rewritten. The column list is
+-- rendered from the model's fields, so a new column can never be left out of unique enqueues.
+INSERT INTO django_ray_raytaskexecution ({execution_columns})
+VALUES ({execution_values})
 ON CONFLICT (unique_key) WHERE {unique_key_held} DO NOTHING
 RETURNING id;
 

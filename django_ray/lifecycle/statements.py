@@ -3,7 +3,9 @@
 ``queries.sql`` holds each statement once under a ``-- name: <name> --`` line with a comment
 saying why it is shaped as it is. Two placeholders are rendered from :mod:`.rules` at load time:
 ``{owned}`` (the owned-states predicate) and ``{settle_cancelling}`` / ``{requeue}`` (a
-CANCELLING row that would go back to the queue ends CANCELLED). Other databases (SQLite, the
+CANCELLING row that would go back to the queue ends CANCELLED); ``{execution_columns}`` /
+``{execution_values}`` are every column of an execution row, from the model, as
+:func:`execution_params` binds them. Other databases (SQLite, the
 demo's default) take the portable ORM path in each lifecycle module instead; one test drives
 both through every transition and checks them against :data:`.rules.ALLOWED`.
 """
@@ -16,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from django.db import connections
+from django.db.models import Field
 
 from django_ray.lifecycle import rules
+from django_ray.models import RayTaskExecution
 
 QUERIES = Path(__file__).with_name("queries.sql")
 NOTIFY_CHANNEL = "django_ray_queued"
@@ -35,7 +39,22 @@ def _render(text: str) -> str:
         .replace("{unique_key_held}", rules.unique_key_held_sql())
         .replace("{unique_key_held_o}", rules.unique_key_held_sql("o"))
         .replace("{lock_key_held_o}", rules.lock_key_held_sql("o"))
+        .replace("{execution_columns}", ", ".join(f.column for f in _execution_fields()))
+        .replace("{execution_values}", ", ".join(f"%({f.attname})s" for f in _execution_fields()))
     )
+
+
+def _execution_fields() -> list[Field[Any, Any]]:
+    return [f for f in RayTaskExecution._meta.concrete_fields if not f.primary_key]
+
+
+def execution_params(row: RayTaskExecution, using: str) -> dict[str, Any]:
+    """Bind values for ``{execution_values}``: each field's value as the ORM would save it."""
+    connection = connections[using]
+    return {
+        f.attname: f.get_db_prep_save(f.pre_save(row, add=True), connection)
+        for f in _execution_fields()
+    }
 
 
 def _statement(body: str) -> str:

@@ -12,7 +12,6 @@ from django.db import IntegrityError, transaction
 
 from django_ray.lifecycle import statements
 from django_ray.models import UNIQUE_KEY_HELD, RayTaskExecution
-from django_ray.serialization import dumps
 
 # A holder can leave the held states between the refused insert and the read (claimed,
 # cancelled); the insert is then tried again. Each retry means the key changed hands, so a few
@@ -28,7 +27,9 @@ def insert_unique(row: RayTaskExecution, using: str) -> tuple[RayTaskExecution, 
     held = RayTaskExecution.objects.using(using).filter(UNIQUE_KEY_HELD)
     for _ in range(_ATTEMPTS):
         if statements.is_postgres(using):
-            inserted = statements.fetchall("enqueue_unique", _params(row), using)
+            inserted = statements.fetchall(
+                "enqueue_unique", statements.execution_params(row, using), using
+            )
             if inserted:
                 row.pk = inserted[0][0]
                 row._state.adding, row._state.db = False, using
@@ -48,24 +49,3 @@ def insert_unique(row: RayTaskExecution, using: str) -> tuple[RayTaskExecution, 
         f"Could not enqueue or find the holder of dedupe key {row.unique_key!r} after "
         f"{_ATTEMPTS} tries: is migration 0006's index django_ray_unique_key_held in place?"
     )
-
-
-def _params(row: RayTaskExecution) -> dict[str, object]:
-    return {
-        "task_id": row.task_id,
-        "callable_path": row.callable_path,
-        "backend_alias": row.backend_alias,
-        "queue_name": row.queue_name,
-        "priority": row.priority,
-        "takes_context": row.takes_context,
-        "args": dumps(row.args),
-        "kwargs": dumps(row.kwargs),
-        "max_attempts": row.max_attempts,
-        "run_after": row.run_after,
-        "requested_run_after": row.requested_run_after,
-        "created_at": row.created_at,
-        "timeout_seconds": row.timeout_seconds,
-        "unique_key": row.unique_key,
-        "unique_while_running": row.unique_while_running,
-        "lock_key": row.lock_key,
-    }

@@ -262,8 +262,9 @@ class Worker:
             if self.scheduler is not None:
                 self.scheduler.tick()
             self._claim()
-            worker_metrics.set_in_flight(len(self.runner.in_flight_ids()))
-            if not self.runner.in_flight_ids() and not self._more_work:
+            in_flight = len(self.runner.in_flight_ids())
+            worker_metrics.set_in_flight(in_flight)
+            if not in_flight and not self._more_work:
                 # Idle: sleep until NOTIFY (or the fallback poll) wakes us.
                 self.wake.wait(self._idle_wait())
             self._db_ok = True

@@ -93,6 +93,25 @@ def test_a_key_is_held_while_queued_and_while_running_only_when_asked(path: str)
     assert RayTaskExecution.objects.filter(UNIQUE_KEY_HELD, unique_key="r").count() == 1
 
 
+def test_a_unique_enqueue_stores_every_column_a_plain_enqueue_stores() -> None:
+    # The unique path inserts with its own statement; its column list comes from the model, so
+    # a column added later (and its value) cannot be dropped on that path only.
+    options = {"priority": 7, "queue_name": "default", "timeout_seconds": 12.5, "max_attempts": 4}
+    plain = tasks.echo.using(**options).enqueue("a", {"b": [1, 2]}, c="d")
+    unique = tasks.echo.using(**options, unique_key="all-columns", lock_key="L").enqueue(
+        "a", {"b": [1, 2]}, c="d"
+    )
+    ignored = {"id", "task_id", "unique_key", "lock_key", "created_at", "run_after"}
+    fields = [f.attname for f in RayTaskExecution._meta.concrete_fields]
+    rows = {
+        r.task_id: {f: getattr(r, f) for f in fields if f not in ignored}
+        for r in RayTaskExecution.objects.filter(task_id__in=[plain.id, unique.id])
+    }
+    assert rows[unique.id] == rows[plain.id]
+    stored = RayTaskExecution.objects.get(task_id=unique.id)
+    assert (stored.unique_key, stored.lock_key) == ("all-columns", "L")
+
+
 def test_a_requeued_row_gives_up_its_key_to_a_newer_holder() -> None:
     first = tasks.add.using(unique_key="k").enqueue(1, 2)
     leases.register_lease("w", "host", 1, None, "sync", 1, 60.0)
