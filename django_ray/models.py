@@ -301,6 +301,8 @@ class TaskEffect(models.Model):
         db_column="task_id",
         on_delete=models.CASCADE,
         related_name="effects",
+        # The unique (task_id, key) index below serves lookups by task: no second index.
+        db_index=False,
         help_text="The task (its TaskResult.id) that applied the effect.",
     )
     key = models.CharField(max_length=KEY_MAX_LENGTH, help_text="The caller's effect key.")

@@ -31,6 +31,7 @@ class Migration(migrations.Migration):
                     "execution",
                     models.ForeignKey(
                         db_column="task_id",
+                        db_index=False,
                         help_text="The task (its TaskResult.id) that applied the effect.",
                         on_delete=django.db.models.deletion.CASCADE,
                         related_name="effects",
