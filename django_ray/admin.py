@@ -27,6 +27,7 @@ from django_ray.models import (
     PeriodicFire,
     RayTaskExecution,
     TaskAttempt,
+    TaskEffect,
     TaskState,
     TaskWorkerLease,
 )
@@ -156,6 +157,19 @@ def _too_many(modeladmin: admin.ModelAdmin, request: HttpRequest, count: int, ve
     return True
 
 
+class TaskEffectInline(admin.TabularInline):
+    """Effects the task applied once (``effect_once``): which key, which attempt, when."""
+
+    model = TaskEffect
+    extra = 0
+    can_delete = False
+    fields = ("key", "attempt_number", "applied_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(RayTaskExecution)
 class RayTaskExecutionAdmin(_NoDelete, admin.ModelAdmin):
     """Executions: filter by state, queue, callable and worker; retry or cancel in batches."""
@@ -185,7 +199,7 @@ class RayTaskExecutionAdmin(_NoDelete, admin.ModelAdmin):
     list_per_page = 100
     show_full_result_count = False
     actions = ("retry_selected", "cancel_selected")
-    inlines = (TaskAttemptInline,)
+    inlines = (TaskAttemptInline, TaskEffectInline)
     # On-call reads the error first; timestamps keep their seconds (UTC, ISO 8601).
     fieldsets = (
         (

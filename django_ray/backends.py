@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core import checks
 from django.db import transaction
 from django.tasks import Task
@@ -30,8 +31,14 @@ from django.tasks.signals import task_enqueued
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from django_ray import on_commit
 from django_ray.conf import ray_settings
-from django_ray.errors import ArgumentsTooLarge, InvalidTaskArguments, ResultNotKept
+from django_ray.errors import (
+    ArgumentsTooLarge,
+    InvalidTaskArguments,
+    ResultNotKept,
+    TaskNotEnqueuedYet,
+)
 from django_ray.lifecycle import unique
 from django_ray.models import KEY_MAX_LENGTH, RayTaskExecution, TaskAttempt, TaskState
 from django_ray.serialization import NotJSONSerializable, check_json, dumps
@@ -88,6 +95,30 @@ class RayTask(Task):
         }
         extra = {name: value for name, value in options.items() if value is not None}
         return replace(changed, **extra) if extra else changed  # type: ignore[return-value]
+
+    def enqueue_on_commit(self, *args: Any, **kwargs: Any) -> str:
+        """Enqueue when the current transaction of the backend's database commits.
+
+        Checks the task and its arguments now (bad ones raise here), returns the id the row will
+        have, and writes nothing if the transaction rolls back. Without an open transaction
+        (autocommit) it enqueues at once, like ``enqueue()``. See ``docs/enqueue-on-commit.md``.
+        """
+        return _on_commit_backend(self).enqueue_on_commit(self, args, kwargs)
+
+    async def aenqueue_on_commit(self, *args: Any, **kwargs: Any) -> str:
+        """The async twin of :meth:`enqueue_on_commit` (the transaction of the sync thread)."""
+        return await _on_commit_backend(self).aenqueue_on_commit(self, args, kwargs)
+
+
+def _on_commit_backend(task: Task) -> RayTaskBackend:
+    backend = task.get_backend()
+    if not isinstance(backend, RayTaskBackend):
+        raise InvalidTask(
+            f"enqueue_on_commit needs a RayTaskBackend, but {task.module_path} uses backend "
+            f"{task.backend!r} ({type(backend).__name__}): use .using(backend=...) with a "
+            "django-ray backend, or wrap enqueue() in transaction.on_commit() yourself."
+        )
+    return backend
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -258,7 +289,12 @@ class RayTaskBackend(BaseTaskBackend):
         return checked_args, checked_kwargs
 
     def _new_row(
-        self, task: Task, args: list[Any], kwargs: dict[str, Any], now: datetime
+        self,
+        task: Task,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        now: datetime,
+        task_id: str | None = None,
     ) -> RayTaskExecution:
         timeout = (
             getattr(task, "timeout_seconds", None)
@@ -266,7 +302,7 @@ class RayTaskBackend(BaseTaskBackend):
             or ray_settings().DEFAULT_TIMEOUT_SECONDS
         )
         return RayTaskExecution(
-            task_id=uuid.uuid4().hex,
+            task_id=task_id or uuid.uuid4().hex,
             callable_path=task.module_path,
             backend_alias=self.alias,
             queue_name=task.queue_name,
@@ -285,13 +321,47 @@ class RayTaskBackend(BaseTaskBackend):
             lock_key=getattr(task, "lock_key", None),
         )
 
-    def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
-        """Write one QUEUED row (committed with the caller's transaction) and return its result."""
+    def _checked_call(
+        self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Every check of one enqueue, before anything is written."""
         self.validate_task(task)
         # Not in validate_task: Django validates at decoration, before the name is bound.
         resolve_task(task.module_path, task.func)
-        checked_args, checked_kwargs = self._checked_arguments(task, args, kwargs)
-        row = self._new_row(task, checked_args, checked_kwargs, timezone.now())
+        return self._checked_arguments(task, args, kwargs)
+
+    def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
+        """Write one QUEUED row (committed with the caller's transaction) and return its result."""
+        checked_args, checked_kwargs = self._checked_call(task, args, kwargs)
+        return self._write(task, self._new_row(task, checked_args, checked_kwargs, timezone.now()))
+
+    def enqueue_on_commit(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
+        """Check now, write the row when this backend's database commits; return its id.
+
+        The row is stamped (``created_at``, due time) at commit. With a ``unique_key`` that
+        another row holds at commit nothing is written, as with ``enqueue()``, and the returned
+        id names no row (in autocommit the holder's id is returned). See
+        ``docs/enqueue-on-commit.md``.
+        """
+        checked_args, checked_kwargs = self._checked_call(task, args, kwargs)
+        task_id = uuid.uuid4().hex
+
+        def write() -> TaskResult:
+            row = self._new_row(task, checked_args, checked_kwargs, timezone.now(), task_id)
+            return self._write(task, row)
+
+        return on_commit.defer(task_id, write, self.database)
+
+    async def aenqueue_on_commit(
+        self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> str:
+        """:meth:`enqueue_on_commit` in the sync thread, whose transaction it joins."""
+        return await sync_to_async(self.enqueue_on_commit, thread_sensitive=True)(
+            task, args, kwargs
+        )
+
+    def _write(self, task: Task, row: RayTaskExecution) -> TaskResult:
+        """Insert a checked row (or find the holder of its unique key) and announce it."""
         if row.unique_key is None:
             row.save(using=self.database, force_insert=True)
         else:
@@ -337,6 +407,12 @@ class RayTaskBackend(BaseTaskBackend):
         try:
             row = RayTaskExecution.objects.using(self.database).get(task_id=result_id)
         except RayTaskExecution.DoesNotExist:
+            if on_commit.is_pending(result_id, self.database):
+                raise TaskNotEnqueuedYet(
+                    f"{result_id} is enqueued on commit: its row is written when the current "
+                    f"transaction on database {self.database!r} commits, and it has not yet. "
+                    "Read the result after the commit (e.g. from transaction.on_commit)."
+                ) from None
             raise TaskResultDoesNotExist(result_id) from None
         errors = [
             TaskError(

@@ -1,8 +1,8 @@
-"""The exceptions django-ray raises at its public API (enqueue, reading results)."""
+"""The exceptions django-ray raises at its public API (enqueue, reading results, effects)."""
 
 from __future__ import annotations
 
-from django.tasks.exceptions import InvalidTask
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 
 
 class InvalidTaskArguments(InvalidTask, TypeError):
@@ -26,3 +26,17 @@ class ResultNotKept(ValueError):
     """The task succeeded but its return value was not stored (over ``MAX_RESULT_SIZE_BYTES``
     with ``RESULT_STORAGE_BACKEND = "digest"``); a ``ValueError`` like Django's other "no
     return value" cases, never a silent ``None``."""
+
+
+class TaskNotEnqueuedYet(TaskResultDoesNotExist):
+    """``get_result`` of an id from ``enqueue_on_commit`` whose transaction has not committed:
+    the row is written at commit. A ``TaskResultDoesNotExist``, so callers that handle a missing
+    result keep working."""
+
+
+class InvalidEffectKey(ValueError):
+    """An ``effect_once`` key that is not a non-empty string of at most ``KEY_MAX_LENGTH``."""
+
+
+class OutsideTask(RuntimeError):
+    """``effect_once``/``idempotency_key`` called where no django-ray task body is running."""

@@ -17,6 +17,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from django_ray import current
+from django_ray.current import CurrentTask
 from django_ray.outcomes import Outcome, OutcomeKind
 
 _DJANGO_READY = False
@@ -156,13 +158,15 @@ def run_task(payload: dict[str, Any]) -> Outcome:
     result = _task_result(task, payload, TaskResultStatus.RUNNING)
     task_started.send(RayTaskBackend, task_result=result)
     close_old_connections()
+    running = CurrentTask(payload["task_id"], payload["attempt_number"], payload["backend_alias"])
     try:
-        if payload["takes_context"]:
-            value = task.call(
-                TaskContext(task_result=result), *payload["args"], **payload["kwargs"]
-            )
-        else:
-            value = task.call(*payload["args"], **payload["kwargs"])
+        with current.running(running):  # what django_ray.effects keys effects by
+            if payload["takes_context"]:
+                value = task.call(
+                    TaskContext(task_result=result), *payload["args"], **payload["kwargs"]
+                )
+            else:
+                value = task.call(*payload["args"], **payload["kwargs"])
     except (KeyboardInterrupt, TaskInterrupted):
         raise  # Ray's cancellation of this process or a timeout: the runner reports it.
     except BaseException as exc:

@@ -285,3 +285,36 @@ class PeriodicFire(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule} @ {self.instant.isoformat()}"
+
+
+class TaskEffect(models.Model):
+    """A side effect a task body applied (``django_ray.effects.effect_once``).
+
+    Inserted in the same transaction as the effect's own writes, so "the effect happened" and
+    "it is recorded" commit together or not at all; the unique (task, key) pair is what makes
+    a retried or re-run attempt skip it. Deleted with its execution (``django_ray_prune``).
+    """
+
+    execution = models.ForeignKey(
+        RayTaskExecution,
+        to_field="task_id",
+        db_column="task_id",
+        on_delete=models.CASCADE,
+        related_name="effects",
+        # The unique (task_id, key) index below serves lookups by task: no second index.
+        db_index=False,
+        help_text="The task (its TaskResult.id) that applied the effect.",
+    )
+    key = models.CharField(max_length=KEY_MAX_LENGTH, help_text="The caller's effect key.")
+    attempt_number = models.PositiveIntegerField(help_text="The attempt that applied it.")
+    applied_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "django_ray_taskeffect"
+        ordering = ["applied_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "key"], name="django_ray_one_effect")
+        ]
+
+    def __str__(self) -> str:
+        return f"effect {self.key!r} of {self.execution_id} (attempt {self.attempt_number})"

@@ -13,7 +13,8 @@ Checklist items (runbook "Quick Triage Checklist"):
 5. ``failures``: retrying vs terminal failures, and the dominant failing callable.
 
 Plus ``scheduling`` (:mod:`django_ray.scheduling_status`): periodic schedules' last and next
-instants and misses, and the dedupe and lock keys held. And ``queues``: per-queue depth, due rows, running rows and wait of the oldest due row, with a
+instants and misses, and the dedupe and lock keys held. Plus ``effects``
+(:mod:`django_ray.effects_status`): exactly-once effect records. And ``queues``: per-queue depth, due rows, running rows and wait of the oldest due row, with a
 warning for queues that have due work but no active worker polling them.
 """
 
@@ -120,7 +121,7 @@ def collect_status(
     using: str = "default", ray_timeout: float = 2.0, probe: bool = True
 ) -> dict[str, Any]:
     """Everything the triage checklist needs, as plain data (see the module docstring)."""
-    from django_ray import scheduling_status
+    from django_ray import effects_status, scheduling_status
     from django_ray.conf import ray_settings
     from django_ray.models import RayTaskExecution, TaskState, TaskWorkerLease
 
@@ -261,6 +262,7 @@ def collect_status(
         "running": {"long_running_over_10m": long_running, "orphaned": orphaned},
         "ray": ray,
         "scheduling": scheduling_status.collect(using, now, settings.PERIODIC_TASKS),
+        "effects": effects_status.collect(using, now),
         "failures": {
             "retry_waiting": retry_waiting,
             "failed_terminal": states.get("FAILED", 0),
@@ -449,4 +451,8 @@ def render_text(status: dict[str, Any]) -> str:
         from django_ray import scheduling_status
 
         lines += scheduling_status.render(status["scheduling"])
+    if "effects" in status:
+        from django_ray import effects_status
+
+        lines += effects_status.render(status["effects"])
     return "\n".join(lines)

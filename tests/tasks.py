@@ -200,3 +200,43 @@ def serialized_mark(key: str, index: int, seconds: float) -> None:
     started = time.time()
     time.sleep(seconds)
     _probe(f"serialized:{key}:{index}", key=key, start=started, end=time.time())
+
+
+@task(takes_context=True)
+def effect_then_fail(context: TaskContext, marker: str, fail_on: int = 1) -> int:
+    """Applies effect ``ledger`` (a ``marker`` probe), then fails on attempt ``fail_on``.
+
+    Every attempt also writes ``<marker>:attempt`` with the idempotency key it saw.
+    """
+    from django_ray.effects import effect_once, idempotency_key
+
+    with effect_once("ledger") as first_time:
+        if first_time:
+            _probe(marker, attempt=context.attempt)
+    _probe(f"{marker}:attempt", attempt=context.attempt, key=idempotency_key("ledger"))
+    if context.attempt == fail_on:
+        raise FlakyError(f"attempt {context.attempt} fails after its effect")
+    return context.attempt
+
+
+@task(takes_context=True)
+def effect_body_fails(context: TaskContext, marker: str) -> int:
+    """Fails inside its effect on attempt 1: the effect's write and its record roll back."""
+    from django_ray.effects import effect_once
+
+    with effect_once("ledger") as first_time:
+        if first_time:
+            _probe(marker, attempt=context.attempt)
+            if context.attempt == 1:
+                raise FlakyError("the effect itself fails on attempt 1")
+    return context.attempt
+
+
+@task
+def effect_with_key(key: Any) -> None:
+    """Uses ``key`` as an effect key (bad keys must fail the task with a clear error)."""
+    from django_ray.effects import effect_once
+
+    with effect_once(key) as first_time:
+        if first_time:
+            _probe("never")

@@ -1,7 +1,7 @@
 """``manage.py django_ray_prune``: delete finished rows older than a retention period.
 
 Only finished rows go (SUCCEEDED, FAILED, CANCELLED and LOST rows whose attempts ran out; their
-TaskAttempt history goes with them), judged by ``finished_at``: a row without one is never
+TaskAttempt history and TaskEffect records go with them), judged by ``finished_at``: a row without one is never
 pruned. Dry run by default, like ``django_ray_requeue``: it counts what would go; ``--execute``
 (or ``--yes``) deletes. Deletes run in batches so a large backlog never holds a long lock.
 
@@ -29,7 +29,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "LOST")
 
 class Command(BaseCommand):
     help = (
-        "Delete terminal task rows (their attempts and stored result payloads) that finished "
+        "Delete terminal task rows (their attempts, effect records and stored result payloads) that finished "
         "before a retention period. Dry run unless --execute is given."
     )
 
@@ -58,7 +58,7 @@ class Command(BaseCommand):
         parser.add_argument("--database", default="default", help="Database alias.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from django_ray.models import RayTaskExecution, TaskAttempt, TaskWorkerLease
+        from django_ray.models import RayTaskExecution, TaskAttempt, TaskEffect, TaskWorkerLease
 
         try:
             retention = parse_duration(options["older_than"])
@@ -83,6 +83,7 @@ class Command(BaseCommand):
             "states": states,
             "executions": 0,
             "attempts": 0,
+            "effects": 0,
             "payloads": 0,
             "payload_errors": [],
             "leases": 0,
@@ -92,6 +93,9 @@ class Command(BaseCommand):
             summary["executions"] = rows.count()
             summary["attempts"] = (
                 TaskAttempt.objects.using(using).filter(execution__in=rows.values("id")).count()
+            )
+            summary["effects"] = (
+                TaskEffect.objects.using(using).filter(execution__in=rows.values("task_id")).count()
             )
             summary["payloads"] = (
                 rows.exclude(result_reference__isnull=True)
@@ -119,6 +123,7 @@ class Command(BaseCommand):
                     )
                 summary["executions"] += per_model.get("django_ray.RayTaskExecution", 0)
                 summary["attempts"] += per_model.get("django_ray.TaskAttempt", 0)
+                summary["effects"] += per_model.get("django_ray.TaskEffect", 0)
                 self._delete_payloads({ref for _, ref in batch if ref}, using, summary)
                 if verbose:
                     self.stdout.write(f"  deleted {summary['executions']} execution(s) so far")
@@ -134,7 +139,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{verb} {summary['executions']} execution(s) ({'/'.join(states)}, finished before "
             f"{cutoff:%Y-%m-%d %H:%M:%S %Z}), {summary['attempts']} attempt row(s), "
-            f"{summary['payloads']} stored result payload(s)"
+            f"{summary['effects']} effect record(s), {summary['payloads']} stored result payload(s)"
             + (f", {summary['leases']} inactive lease(s)" if options["leases"] else "")
             + f" in {summary['seconds']}s."
         )
