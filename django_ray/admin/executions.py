@@ -109,7 +109,7 @@ class RayTaskExecutionAdmin(admin.ModelAdmin):
         "state_badge",
         "callable_short",
         "attempts",
-        "queue_name",
+        "queue",
         "age",
         "worker",
         "error_summary",
@@ -314,9 +314,13 @@ class RayTaskExecutionAdmin(admin.ModelAdmin):
     def attempts(self, obj: RayTaskExecution) -> str:
         return f"{obj.attempt_number}/{max_attempts_of(obj)}"
 
+    @admin.display(description="queue", ordering="queue_name")
+    def queue(self, obj: RayTaskExecution) -> str:
+        return obj.queue_name
+
     @admin.display(description="worker", ordering="claimed_by_worker")
     def worker(self, obj: RayTaskExecution) -> SafeString | str:
-        return display.short(obj.claimed_by_worker, 22)
+        return display.short(obj.claimed_by_worker, 16)
 
     @admin.display(description="age")
     def age(self, obj: RayTaskExecution) -> SafeString | str:
