@@ -177,3 +177,37 @@ def test_nothing_can_be_deleted_through_the_admin(seeded) -> None:  # type: igno
     assert bulk.status_code == 200
     assert RayTaskExecution.objects.filter(pk=failed.pk).exists()
     assert "delete_selected" not in client.get(CHANGELIST).content.decode()
+
+
+def test_detail_actions_check_method_and_permission_and_leave_history(seeded) -> None:  # type: ignore[no-untyped-def]
+    from django.contrib.admin.models import LogEntry
+
+    failed, queued = seeded[TaskState.FAILED][0], seeded[TaskState.QUEUED]
+    retry_url = f"{CHANGELIST}{failed.pk}/retry/"
+    viewer = _client("view_raytaskexecution")
+    assert b"django-ray-retry" not in viewer.get(f"{CHANGELIST}{failed.pk}/change/").content
+    assert viewer.post(retry_url).status_code == 403
+    assert viewer.post(f"{CHANGELIST}{queued[0].pk}/cancel/").status_code == 403
+    failed.refresh_from_db()
+    assert failed.state == TaskState.FAILED and not LogEntry.objects.exists()
+
+    root = _client(superuser=True)
+    assert b"django-ray-retry" in root.get(f"{CHANGELIST}{failed.pk}/change/").content
+    assert root.get(retry_url).status_code == 405  # a GET never changes a row
+    assert root.post(retry_url).status_code == 302
+    failed.refresh_from_db()
+    assert failed.state == TaskState.QUEUED
+    # A bulk action records one entry per row it moved, naming the task id.
+    response = _act(root, "cancel_selected", [*queued, seeded[TaskState.SUCCEEDED][0]])
+    assert "2 now CANCELLED" in " ".join(_messages(response))
+    messages = sorted(LogEntry.objects.values_list("object_id", "change_message"))
+    assert messages == sorted(
+        [(str(failed.pk), f"Retry: task {failed.task_id} FAILED -> QUEUED (django-ray admin)")]
+        + [
+            (str(r.pk), f"Cancel: task {r.task_id} QUEUED -> CANCELLED (django-ray admin)")
+            for r in queued
+        ]
+    )
+    assert root.get(f"{CHANGELIST}{failed.pk}/value/secret/").status_code == 404
+    assert root.get(f"{CHANGELIST}{failed.pk}/value/args/").content == b"[]"
+    assert root.post(f"{CHANGELIST}999999/retry/").status_code == 404
