@@ -151,7 +151,8 @@ class RayTaskExecutionAdmin(admin.ModelAdmin):
         "priority",
         "backend_alias",
     )
-    timing = (
+    # Timing shown by the display methods below (ISO timestamps, spans), then a plain field.
+    computed_timing = (
         "created",
         "due",
         "started",
@@ -160,21 +161,15 @@ class RayTaskExecutionAdmin(admin.ModelAdmin):
         "last_heartbeat",
         "waited",
         "ran_for",
-        "timeout_seconds",
     )
+    timing = (*computed_timing, "timeout_seconds")
+    # Display methods used on the detail page (read-only fields that are not model fields).
     extra_fields = (
         "state_badge",
         "attempts",
         "owner",
         "traceback",
-        "created",
-        "due",
-        "started",
-        "last_attempted",
-        "finished",
-        "last_heartbeat",
-        "waited",
-        "ran_for",
+        *computed_timing,
         "args_pretty",
         "kwargs_pretty",
         "result_pretty",

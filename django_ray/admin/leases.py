@@ -128,17 +128,7 @@ class TaskAttemptAdmin(ReadOnly, admin.ModelAdmin):
     search_fields = ("execution__task_id", "worker_id", "error_class_path", "error_message")
     list_select_related = ("execution",)
     ordering = ("-id",)
-    readonly_fields = (
-        "execution",
-        "attempt_number",
-        "state",
-        "worker_id",
-        "started",
-        "finished",
-        "error_class_path",
-        "error_message",
-        "traceback",
-    )
+    readonly_fields = (*list_display, "error_message", "traceback")
     exclude = ("error_traceback", "started_at", "finished_at")
     started = display.timestamp_display("started_at", "started")
     finished = display.timestamp_display("finished_at", "finished")
