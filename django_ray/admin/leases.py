@@ -62,25 +62,20 @@ class LeaseEndingFilter(admin.SimpleListFilter):
 class TaskWorkerLeaseAdmin(ReadOnly, admin.ModelAdmin):
     """Worker leases: alive, stopped or expired (crashed), heartbeat age, and their tasks."""
 
+    # Host and pid are part of the worker id; the full record is on the detail page.
     list_display = (
         "worker_id",
         "ending",
         "tasks",
-        "hostname",
-        "pid",
-        "queue_name",
+        "queues",
         "runner",
-        "concurrency",
+        "slots",
         "heartbeat_age",
-        "last_heartbeat",
-        "expires",
         "stopped",
     )
     list_filter = (LeaseEndingFilter, "hostname", "runner")
     search_fields = ("worker_id", "hostname", "queue_name")
     ordering = ("-last_heartbeat_at",)
-    last_heartbeat = display.timestamp_display("last_heartbeat_at", "last heartbeat")
-    expires = display.timestamp_display("expires_at", "expires")
     stopped = display.timestamp_display("stopped_at", "stopped")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
@@ -105,6 +100,14 @@ class TaskWorkerLeaseAdmin(ReadOnly, admin.ModelAdmin):
     def tasks(self, obj: TaskWorkerLease) -> SafeString:
         url = reverse("admin:django_ray_raytaskexecution_changelist")
         return format_html('<a href="{}?{}">tasks</a>', url, urlencode({"worker": obj.worker_id}))
+
+    @admin.display(description="queues", ordering="queue_name")
+    def queues(self, obj: TaskWorkerLease) -> SafeString | str:
+        return display.short(obj.queue_name, 24)
+
+    @admin.display(description="slots", ordering="concurrency")
+    def slots(self, obj: TaskWorkerLease) -> int:
+        return obj.concurrency
 
     @admin.display(description="heartbeat age", ordering="last_heartbeat_at")
     def heartbeat_age(self, obj: TaskWorkerLease) -> str:

@@ -60,3 +60,9 @@ def screenshots(request: pytest.FixtureRequest) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     print(f"\nbrowser screenshots: {directory}")
     return directory
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the screenshot directory at the end of every run that made screenshots."""
+    if ARTIFACTS.is_dir() and any(ARTIFACTS.rglob("*.png")):
+        terminalreporter.write_line(f"browser screenshots (1400x900): {ARTIFACTS}")

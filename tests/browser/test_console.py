@@ -57,8 +57,21 @@ class Console:
         return self.driver.find_elements("css selector", selector)
 
     def click(self, selector: str) -> str:
+        """Click ``selector`` and return the text of the page it leads to (once it loaded)."""
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        old = self.driver.find_element("tag name", "html")
         self.css(selector)[0].click()
+        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
         return self.text()
+
+    def assert_fits(self) -> None:
+        """The page and its result list fit the 1400 px window: no sideways scrolling."""
+        fits = "var r = document.querySelector('.results'); return [r.scrollWidth, r.clientWidth]"
+        scroll, visible = self.driver.execute_script(fits)
+        assert scroll <= visible, f"the list scrolls sideways ({scroll} > {visible} px)"
+        assert self.driver.execute_script("return document.documentElement.scrollWidth") <= 1400
 
     def shot(self, name: str) -> None:
         path = self.shots / f"{name}.png"
@@ -71,7 +84,7 @@ class Console:
         )
         self.driver.find_element("id", "id_username").send_keys(username)
         self.driver.find_element("id", "id_password").send_keys(password)
-        self.driver.find_element("css selector", "input[type=submit]").click()
+        self.click("input[type=submit]")
         assert "Log out" in self.text() or "LOG OUT" in self.text().upper()
 
     def row_of(self, task_id: str) -> str:
@@ -135,10 +148,7 @@ def test_operator_sees_what_is_wrong_and_acts(incident, browser, screenshots, li
     # -- changelist: states, attempts, ages and owner health at a glance ---------------------
     page = ui.open(CHANGELIST)
     ui.shot("01-changelist")
-    fits = "var r = document.querySelector('.results'); return [r.scrollWidth, r.clientWidth]"
-    scroll, visible = browser.execute_script(fits)
-    assert scroll <= visible, f"the list scrolls sideways at 1400 px ({scroll} > {visible})"
-    assert browser.execute_script("return document.documentElement.scrollWidth") <= 1400
+    ui.assert_fits()
     failed = ui.row_of(rows["failed"].task_id)
     assert "FAILED" in failed and "PermanentError: do not retry me" in failed and "1/3" in failed
     assert "3/3" in ui.row_of(rows["exhausted"].task_id)
@@ -171,13 +181,14 @@ def test_operator_sees_what_is_wrong_and_acts(incident, browser, screenshots, li
     # -- leases: the killed worker expired (crashed), the clean one stopped; links to tasks --
     ui.open(f"{ADMIN}taskworkerlease/")
     ui.shot("03-leases")
+    ui.assert_fits()
     endings = {e.get_attribute("data-ending") for e in ui.css("span.django-ray-lease")}
     assert endings == {"expired", "stopped"}
     killed_lease = TaskWorkerLease.objects.get(worker_id=rows["stuck"].claimed_by_worker)
     for row in ui.css("#result_list tbody tr"):
         if killed_lease.worker_id in row.text:
             assert "expired (crashed)" in row.text
-            row.find_element("link text", "tasks").click()
+            ui.click(f'a[href$="worker={killed_lease.worker_id}"]')
             break
     else:
         raise AssertionError("the killed worker's lease is not listed")
@@ -214,8 +225,8 @@ def test_operator_sees_what_is_wrong_and_acts(incident, browser, screenshots, li
     big = rows["big"]
     sizes = [len(pretty_json(v)) for v in (big.kwargs, big.result_data)]
     assert [a.text for a in links] == [f"show all {n:,} characters" for n in sizes]
-    links[0].click()  # kwargs; the result (echo's) holds the blob too
-    assert ui.text() == '{\n  "blob": "' + "x" * 5000 + '"\n}'
+    # kwargs; the result (echo's) holds the blob too
+    assert ui.click("a.django-ray-full-value") == '{\n  "blob": "' + "x" * 5000 + '"\n}'
 
     # -- Retry from the detail page: QUEUED again, the old error labelled, history kept -----
     ui.open(f"{CHANGELIST}{rows['failed'].pk}/change/")
