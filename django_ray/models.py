@@ -219,7 +219,8 @@ class TaskAttempt(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"attempt {self.attempt_number} of {self.execution_id} [{self.state}]"
+        # Not "attempt 1 of 25": 25 would read as the attempt budget, it is the execution's id.
+        return f"attempt {self.attempt_number} [{self.state}] of execution #{self.execution_id}"
 
 
 class TaskWorkerLease(models.Model):
@@ -257,6 +258,17 @@ class TaskWorkerLease(models.Model):
         if not is_active:
             return "inactive"
         return "stale" if expires_at < now else "active"
+
+    @staticmethod
+    def ending_of(
+        is_active: bool, expires_at: datetime, stopped_at: datetime | None, now: datetime
+    ) -> str:
+        """``alive`` (live), ``stopped`` (released by its worker before it expired: a clean
+        stop) or ``expired`` (the worker stopped heartbeating: crashed, killed or hung; recovery
+        deactivates such a lease with ``stopped_at`` after ``expires_at``)."""
+        if is_active:
+            return "alive" if expires_at >= now else "expired"
+        return "stopped" if stopped_at is not None and stopped_at <= expires_at else "expired"
 
 
 class PeriodicFire(models.Model):

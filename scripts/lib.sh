@@ -83,19 +83,21 @@ ensure_postgres_binaries() {
 
 # ensure_test_tools: every machine tool scripts/test needs, checked and installed in one step at
 # its start, so a fresh machine fails early with the package names or not at all: PostgreSQL
-# (throwaway servers), promtool (alert rules), and the lab's debootstrap, systemd-nspawn, ip and
-# apt-cacher-ng (Debian 13 test hosts for the .deb and molecule).
+# (throwaway servers), promtool (alert rules), chromium and chromium-driver (the admin's browser
+# tests, tests/browser/), and the lab's debootstrap, systemd-nspawn, ip and apt-cacher-ng (Debian
+# 13 test hosts for the .deb and molecule).
 ensure_test_tools() {
   local missing=() tool pkg
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
   for pair in debootstrap:debootstrap systemd-nspawn:systemd-container ip:iproute2 \
-              nsenter:util-linux apt-cacher-ng:apt-cacher-ng promtool:prometheus; do
+              nsenter:util-linux apt-cacher-ng:apt-cacher-ng promtool:prometheus \
+              chromium:chromium chromedriver:chromium-driver; do
     tool="${pair%%:*}" pkg="${pair#*:}"
     command -v "$tool" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 ||
       missing+=("$pkg")
   done
   if [ ${#missing[@]} -eq 0 ]; then
-    echo "==> test tools present (PostgreSQL, promtool, debootstrap, systemd-nspawn, apt-cacher-ng)"
+    echo "==> test tools present (PostgreSQL, promtool, chromium, debootstrap, systemd-nspawn, apt-cacher-ng)"
     return 0
   fi
   apt_install "the test tools" "${missing[@]}"

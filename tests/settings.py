@@ -37,11 +37,15 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",  # the admin's CSS and JS for the live server (tests/browser/)
     "django_ray",
     "tests",
 ]
+STATIC_URL = "static/"
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The browser tests post the admin's forms as a real browser does, CSRF token checked.
+    "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]

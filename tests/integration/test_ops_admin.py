@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from django_ray import admin as ray_admin
+from django_ray.admin import actions as admin_actions
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
 from tests import tasks
 
@@ -101,7 +101,7 @@ def test_actions_need_their_permission(seeded) -> None:  # type: ignore[no-untyp
 
 
 def test_actions_are_bounded(seeded, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(ray_admin, "ADMIN_ACTION_MAX_ROWS", 1)
+    monkeypatch.setattr(admin_actions, "ADMIN_ACTION_MAX_ROWS", 1)
     client = _client(superuser=True)
     response = _act(client, "retry_selected", seeded[TaskState.FAILED])
     assert "acts on at most 1 at once" in " ".join(_messages(response))
@@ -148,7 +148,7 @@ def test_filters_and_readable_traceback(seeded) -> None:  # type: ignore[no-unty
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC", body)
     assert body.index("Traceback (most recent call last)") < body.index("Timing (UTC)")
     leases = client.get("/admin/django_ray/taskworkerlease/")
-    assert leases.status_code == 200 and b"inactive" in leases.content
+    assert leases.status_code == 200 and b"stopped" in leases.content  # a clean --idle-exit
     attempts = client.get("/admin/django_ray/taskattempt/?state=FAILED")
     assert attempts.status_code == 200
 
@@ -177,3 +177,37 @@ def test_nothing_can_be_deleted_through_the_admin(seeded) -> None:  # type: igno
     assert bulk.status_code == 200
     assert RayTaskExecution.objects.filter(pk=failed.pk).exists()
     assert "delete_selected" not in client.get(CHANGELIST).content.decode()
+
+
+def test_detail_actions_check_method_and_permission_and_leave_history(seeded) -> None:  # type: ignore[no-untyped-def]
+    from django.contrib.admin.models import LogEntry
+
+    failed, queued = seeded[TaskState.FAILED][0], seeded[TaskState.QUEUED]
+    retry_url = f"{CHANGELIST}{failed.pk}/retry/"
+    viewer = _client("view_raytaskexecution")
+    assert b"django-ray-retry" not in viewer.get(f"{CHANGELIST}{failed.pk}/change/").content
+    assert viewer.post(retry_url).status_code == 403
+    assert viewer.post(f"{CHANGELIST}{queued[0].pk}/cancel/").status_code == 403
+    failed.refresh_from_db()
+    assert failed.state == TaskState.FAILED and not LogEntry.objects.exists()
+
+    root = _client(superuser=True)
+    assert b"django-ray-retry" in root.get(f"{CHANGELIST}{failed.pk}/change/").content
+    assert root.get(retry_url).status_code == 405  # a GET never changes a row
+    assert root.post(retry_url).status_code == 302
+    failed.refresh_from_db()
+    assert failed.state == TaskState.QUEUED
+    # A bulk action records one entry per row it moved, naming the task id.
+    response = _act(root, "cancel_selected", [*queued, seeded[TaskState.SUCCEEDED][0]])
+    assert "2 now CANCELLED" in " ".join(_messages(response))
+    messages = sorted(LogEntry.objects.values_list("object_id", "change_message"))
+    assert messages == sorted(
+        [(str(failed.pk), f"Retry: task {failed.task_id} FAILED -> QUEUED (django-ray admin)")]
+        + [
+            (str(r.pk), f"Cancel: task {r.task_id} QUEUED -> CANCELLED (django-ray admin)")
+            for r in queued
+        ]
+    )
+    assert root.get(f"{CHANGELIST}{failed.pk}/value/secret/").status_code == 404
+    assert root.get(f"{CHANGELIST}{failed.pk}/value/args/").content == b"[]"
+    assert root.post(f"{CHANGELIST}999999/retry/").status_code == 404
