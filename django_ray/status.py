@@ -120,7 +120,7 @@ def collect_status(
     using: str = "default", ray_timeout: float = 2.0, probe: bool = True
 ) -> dict[str, Any]:
     """Everything the triage checklist needs, as plain data (see the module docstring)."""
-    from django_ray import scheduling_status
+    from django_ray import resources_status, scheduling_status
     from django_ray.conf import ray_settings
     from django_ray.models import RayTaskExecution, TaskState, TaskWorkerLease
 
@@ -261,6 +261,7 @@ def collect_status(
         "running": {"long_running_over_10m": long_running, "orphaned": orphaned},
         "ray": ray,
         "scheduling": scheduling_status.collect(using, now, settings.PERIODIC_TASKS),
+        "resources": resources_status.collect(using, now, settings.QUEUE_RESOURCES),
         "failures": {
             "retry_waiting": retry_waiting,
             "failed_terminal": states.get("FAILED", 0),
@@ -449,4 +450,8 @@ def render_text(status: dict[str, Any]) -> str:
         from django_ray import scheduling_status
 
         lines += scheduling_status.render(status["scheduling"])
+    if "resources" in status:
+        from django_ray import resources_status
+
+        lines += resources_status.render(status["resources"])
     return "\n".join(lines)

@@ -200,3 +200,11 @@ def serialized_mark(key: str, index: int, seconds: float) -> None:
     started = time.time()
     time.sleep(seconds)
     _probe(f"serialized:{key}:{index}", key=key, start=started, end=time.time())
+
+
+@task
+def node_id() -> str:
+    """The id of the Ray node running this body (per-task resources: placement)."""
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())

@@ -48,7 +48,8 @@ FROM due
 WHERE t.id = due.id
 RETURNING t.id, t.task_id, t.callable_path, t.queue_name, t.priority, t.takes_context, t.args,
           t.kwargs, t.attempt_number, t.max_attempts, t.timeout_seconds, t.backend_alias,
-          t.created_at, t.run_after, t.last_attempted_at, t.worker_ids, t.lock_key;
+          t.created_at, t.run_after, t.last_attempted_at, t.worker_ids, t.lock_key,
+          t.ray_options;
 
 -- name: enqueue_unique --
 -- Enqueue a row with a dedupe key. ON CONFLICT names the partial unique index of held keys
@@ -58,12 +59,12 @@ RETURNING t.id, t.task_id, t.callable_path, t.queue_name, t.priority, t.takes_co
 INSERT INTO django_ray_raytaskexecution (
     task_id, callable_path, backend_alias, queue_name, state, priority, takes_context, args,
     kwargs, attempt_number, max_attempts, worker_ids, run_after, requested_run_after,
-    created_at, timeout_seconds, unique_key, unique_while_running, lock_key)
+    created_at, timeout_seconds, unique_key, unique_while_running, lock_key, ray_options)
 VALUES (
     %(task_id)s, %(callable_path)s, %(backend_alias)s, %(queue_name)s, 'QUEUED', %(priority)s,
     %(takes_context)s, %(args)s::jsonb, %(kwargs)s::jsonb, 0, %(max_attempts)s, '[]'::jsonb,
     %(run_after)s, %(requested_run_after)s, %(created_at)s, %(timeout_seconds)s,
-    %(unique_key)s, %(unique_while_running)s, %(lock_key)s)
+    %(unique_key)s, %(unique_while_running)s, %(lock_key)s, %(ray_options)s::jsonb)
 ON CONFLICT (unique_key) WHERE {unique_key_held} DO NOTHING
 RETURNING id;
 

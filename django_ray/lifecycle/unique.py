@@ -68,4 +68,5 @@ def _params(row: RayTaskExecution) -> dict[str, object]:
         "unique_key": row.unique_key,
         "unique_while_running": row.unique_while_running,
         "lock_key": row.lock_key,
+        "ray_options": None if row.ray_options is None else dumps(row.ray_options),
     }

@@ -15,6 +15,11 @@
 * Timeouts are enforced inside the job (SIGALRM around the body); the worker stops a job still
   running ``TIMEOUT_STOP_SLACK_SECONDS`` past the deadline (job start-up included). A job still
   PENDING/RUNNING ``STOP_RESEND_SECONDS`` after a stop (cancel or timeout) is stopped again.
+* Per-task Ray options (``docs/resources.md``) become the job's ``entrypoint_*`` fields (over
+  ``RAY_JOB_ENTRYPOINT_RESOURCES``) and its ``runtime_env`` (over ``RAY_JOB_RUNTIME_ENV``). A job
+  with options still PENDING ``UNSCHEDULABLE_TIMEOUT_SECONDS`` after its submit whose request no
+  alive node offers whole (the state API's node table) is stopped and its task ends FAILED
+  (``django_ray.UnschedulableTask``, not retried) instead of waiting out Ray's own start timeout.
 * At shutdown the jobs keep running: :meth:`RayJobRunner.release` hands them over for adoption
   by another worker (which finds them in the database and calls :meth:`RayJobRunner.adopt`).
 * If the Jobs API becomes unreachable, the worker stops claiming, keeps monitoring heartbeats
@@ -37,10 +42,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django_ray import jobs
+from django_ray import jobs, ray_options
 from django_ray.backoff import capped_backoff
 from django_ray.conf import ray_settings
-from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind, lost
+from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind, lost, refused
 from django_ray.ray_dashboard import (
     DashboardAddressError,
     DashboardError,
@@ -80,6 +85,8 @@ class _Job:
     # monotonic time the last stop was sent; None while the job should run.
     stop_sent_at: float | None = None
     last_error: str = ""
+    # Why no alive node can start the job (set when it was stopped for that), else "".
+    unschedulable: str = ""
 
 
 class RayJobRunner(Runner):
@@ -197,18 +204,49 @@ class RayJobRunner(Runner):
     def _python(self) -> str:
         return ray_settings().RAY_JOB_PYTHON or sys.executable
 
-    def _runtime_env(self) -> dict[str, Any]:
+    def _runtime_env(self, task: ClaimedTask) -> dict[str, Any]:
+        """The job's runtime_env: ``RAY_JOB_RUNTIME_ENV``, then the task's own keys."""
         extra = dict(ray_settings().RAY_JOB_RUNTIME_ENV)
         env_vars = {"PYTHONPATH": os.pathsep.join(self.context.sys_path)}
         if self.context.settings_module:
             env_vars["DJANGO_SETTINGS_MODULE"] = self.context.settings_module
         env_vars.update(extra.pop("env_vars", {}) or {})
-        return {**extra, "env_vars": env_vars}
+        return ray_options.job_runtime_env({**extra, "env_vars": env_vars}, task.ray_options)
 
-    def _entrypoint_resources(self) -> dict[str, Any]:
-        """The Jobs API's ``entrypoint_*`` fields from ``RAY_JOB_ENTRYPOINT_RESOURCES``."""
-        wanted = ray_settings().RAY_JOB_ENTRYPOINT_RESOURCES
-        return {f"entrypoint_{key}": value for key, value in wanted.items() if value}
+    def _entrypoint_resources(self, task: ClaimedTask) -> dict[str, Any]:
+        """The Jobs API's ``entrypoint_*`` fields: the task's, over ``RAY_JOB_ENTRYPOINT_RESOURCES``."""
+        return ray_options.entrypoint_fields(
+            task.ray_options, ray_settings().RAY_JOB_ENTRYPOINT_RESOURCES
+        )
+
+    def _unschedulable(self, job: _Job) -> str | None:
+        """Why no alive node can start this PENDING job, once it waited long enough; else None."""
+        waited = time.monotonic() - job.since
+        if not job.task.ray_options or waited < float(ray_settings().UNSCHEDULABLE_TIMEOUT_SECONDS):
+            return None
+        fields = self._entrypoint_resources(job.task)
+        wanted = {
+            key: fields[f"entrypoint_{key}"]
+            for key in ray_options.RESOURCE_KEYS
+            if f"entrypoint_{key}" in fields
+        }
+        need = ray_options.demand(wanted, 0.0)
+        try:
+            listed = self.client.list_state("nodes", [("limit", 10_000), ("detail", "true")], 5)
+        except (DashboardError, DashboardUnreachable) as exc:
+            logger.debug("cannot read Ray's node table now: %s", exc)
+            return None
+        nodes = [
+            {str(k): float(v) for k, v in (n.get("resources_total") or {}).items()}
+            for n in listed
+            if n.get("state") == "ALIVE"
+        ]
+        reason = ray_options.unschedulable_reason(need, nodes)
+        return (
+            None
+            if reason is None
+            else f"{reason} Waited {waited:.0f}s (UNSCHEDULABLE_TIMEOUT_SECONDS)."
+        )
 
     def job_id(self, task: ClaimedTask) -> str:
         return jobs.submission_id(task.task_id, task.attempt_number)
@@ -234,13 +272,13 @@ class RayJobRunner(Runner):
                 self._python(), task.id, task.attempt_number, task.database
             ),
             "submission_id": job.submission_id,
-            "runtime_env": self._runtime_env(),
+            "runtime_env": self._runtime_env(task),
             "metadata": {
                 "django_ray_task_id": task.task_id,
                 "callable_path": task.callable_path[:200],
                 "attempt": str(task.attempt_number),
             },
-            **self._entrypoint_resources(),
+            **self._entrypoint_resources(task),
         }
         try:
             self.client.submit(body)
@@ -367,6 +405,9 @@ class RayJobRunner(Runner):
                 self._stop(job, "timeout")
             elif job.cancel_requested:
                 self._stop(job, "cancel")
+            elif status == "PENDING" and (reason := self._unschedulable(job)):
+                job.unschedulable = reason
+                self._stop(job, reason)
             return None
         if status not in FINISHED_STATUSES:
             return None
@@ -391,6 +432,8 @@ class RayJobRunner(Runner):
             outcome = timed_out(task)
         elif job.cancel_requested:
             outcome = Outcome(task.id, task.attempt_number, OutcomeKind.CANCELLED)
+        elif job.unschedulable:
+            outcome = refused(task, ray_options.UNSCHEDULABLE, job.unschedulable)
         else:
             outcome = lost(task, lost_message[:4000], "django_ray.RayJobLost")
         outcome.ray_job_id = job.submission_id

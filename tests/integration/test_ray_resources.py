@@ -1,0 +1,108 @@
+"""Per-task Ray resources on a real two-node cluster (docs/resources.md).
+
+The second node alone offers the custom resource ``special``. Tasks that ask for it (by
+``.using(resources=...)`` or by their queue's ``QUEUE_RESOURCES``) must run only there; tasks
+without options run anywhere; a task asking for a resource no node has must end FAILED with the
+reason after ``UNSCHEDULABLE_TIMEOUT_SECONDS`` instead of pending in Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings as django_settings
+from django.test import override_settings
+
+from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
+from django_ray.ray_options import UNSCHEDULABLE
+from tests import tasks
+from tests.conftest import wait_until
+from tests.support.ray import RayHead, RayNode, destroy_head, new_head
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+UNSCHEDULABLE_WAIT = 3.0
+TERMINAL = {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}
+
+
+@pytest.fixture(scope="module")
+def special_cluster() -> Iterator[tuple[RayHead, RayNode]]:
+    """A head (2 CPUs) and a second node (1 CPU) that alone offers the resource ``special``."""
+    head = new_head(num_cpus=2)
+    node = RayNode(head, num_cpus=1, resources={"special": 2})
+    try:
+        head.start()
+        node.start()
+        yield head, node
+    finally:
+        node.kill()
+        destroy_head(head)
+
+
+@pytest.mark.timeout(240)
+def test_tasks_run_where_their_resources_are(start_worker, special_cluster) -> None:
+    head, node = special_cluster
+    special_node = node.node_id()
+    assert special_node
+    queue_default = {"other": {"resources": {"special": 1}}}
+    with override_settings(
+        DJANGO_RAY={**django_settings.DJANGO_RAY, "QUEUE_RESOURCES": queue_default}
+    ):
+        pinned = [tasks.node_id.using(resources={"special": 1}).enqueue() for _ in range(3)]
+        by_queue = [tasks.node_id.using(queue_name="other").enqueue() for _ in range(2)]
+        anywhere = [tasks.node_id.enqueue() for _ in range(4)]
+        nowhere = tasks.node_id.using(resources={"nowhere": 1}, num_cpus=0.5).enqueue()
+    stored = RayTaskExecution.objects.get(task_id=by_queue[0].id).ray_options
+    assert stored == {"resources": {"special": 1}}
+    assert RayTaskExecution.objects.get(task_id=anywhere[0].id).ray_options is None
+    settings = {"UNSCHEDULABLE_TIMEOUT_SECONDS": UNSCHEDULABLE_WAIT}
+    started = time.monotonic()
+    worker = start_worker(
+        "--cluster",
+        head.address,
+        "--all-queues",
+        "--concurrency",
+        "4",
+        env={"DJANGO_RAY_TEST_SETTINGS": json.dumps(settings)},
+    )
+    wait_until(
+        lambda: not RayTaskExecution.objects.exclude(state__in=TERMINAL).exists(),
+        150,
+        0.2,
+        explain=lambda: worker.log()[-4000:],
+    )
+    elapsed = time.monotonic() - started
+
+    def placed(results) -> list[str]:
+        rows = RayTaskExecution.objects.filter(task_id__in=[r.id for r in results])
+        assert {r.state for r in rows} == {TaskState.SUCCEEDED}, [
+            (r.state, r.error_message) for r in rows
+        ]
+        return [r.result_data for r in rows]
+
+    assert set(placed(pinned)) == {special_node}
+    assert set(placed(by_queue)) == {special_node}
+    anywhere_nodes = Counter(placed(anywhere))
+
+    row = RayTaskExecution.objects.get(task_id=nowhere.id)
+    assert row.state == TaskState.FAILED, (row.state, worker.log()[-3000:])
+    assert row.error_class_path == UNSCHEDULABLE
+    assert "nowhere" in row.error_message and "docs/resources.md" in row.error_message
+    assert "UNSCHEDULABLE_TIMEOUT_SECONDS" in row.error_message
+    # Not retried: a retry would wait for the same missing node.
+    assert row.attempt_number == 1
+    assert TaskAttempt.objects.filter(execution=row).count() == 1
+    to_failed = (row.finished_at - row.last_attempted_at).total_seconds()
+    assert to_failed >= UNSCHEDULABLE_WAIT
+    assert worker.stop() == 0, worker.log()[-3000:]
+    print(
+        f"\n[resources] special node {special_node[:12]}: pinned {len(pinned)}/{len(pinned)} and "
+        f"by queue {len(by_queue)}/{len(by_queue)} ran there; no-option tasks per node "
+        f"{ {k[:12]: v for k, v in anywhere_nodes.items()} }; unschedulable task FAILED "
+        f"{to_failed:.1f}s after its claim (wait {UNSCHEDULABLE_WAIT}s); all done in {elapsed:.1f}s",
+        flush=True,
+    )
