@@ -203,8 +203,9 @@ def serialized_mark(key: str, index: int, seconds: float) -> None:
 
 
 @task
-def node_id() -> str:
-    """The id of the Ray node running this body (per-task resources: placement)."""
+def node_id() -> dict[str, Any]:
+    """The Ray node running this body and the resources Ray assigned to it (per-task resources)."""
     import ray
 
-    return str(ray.get_runtime_context().get_node_id())
+    context = ray.get_runtime_context()
+    return {"node": str(context.get_node_id()), "assigned": context.get_assigned_resources()}

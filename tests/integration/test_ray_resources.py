@@ -77,16 +77,19 @@ def test_tasks_run_where_their_resources_are(start_worker, special_cluster) -> N
     )
     elapsed = time.monotonic() - started
 
-    def placed(results) -> list[str]:
+    def placed(results) -> list[dict]:
         rows = RayTaskExecution.objects.filter(task_id__in=[r.id for r in results])
         assert {r.state for r in rows} == {TaskState.SUCCEEDED}, [
             (r.state, r.error_message) for r in rows
         ]
         return [r.result_data for r in rows]
 
-    assert set(placed(pinned)) == {special_node}
-    assert set(placed(by_queue)) == {special_node}
-    anywhere_nodes = Counter(placed(anywhere))
+    # Ray assigned the resource to the call (not only placed it by chance) and ran it there.
+    for ran in placed(pinned) + placed(by_queue):
+        assert ran["node"] == special_node and ran["assigned"].get("special") == 1, ran
+    anywhere_ran = placed(anywhere)
+    assert not any("special" in ran["assigned"] for ran in anywhere_ran), anywhere_ran
+    anywhere_nodes = Counter(ran["node"] for ran in anywhere_ran)
 
     row = RayTaskExecution.objects.get(task_id=nowhere.id)
     assert row.state == TaskState.FAILED, (row.state, worker.log()[-3000:])
