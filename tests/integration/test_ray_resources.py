@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.conf import settings as django_settings
+from django.tasks import task_backends
 from django.test import override_settings
 
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
@@ -109,3 +110,81 @@ def test_tasks_run_where_their_resources_are(start_worker, special_cluster) -> N
         f"{to_failed:.1f}s after its claim (wait {UNSCHEDULABLE_WAIT}s); all done in {elapsed:.1f}s",
         flush=True,
     )
+
+
+@pytest.mark.timeout(240)
+def test_ray_jobs_get_the_options_as_entrypoint_resources(start_worker, special_cluster) -> None:
+    """Ray Jobs mode: the task's resources become the job's entrypoint resources (the job runs
+    on the special node); a job no node can start is stopped and its task ends FAILED."""
+    from django_ray.ray_dashboard import RayDashboard
+    from tests.faults.conftest import job_mode_env
+
+    head, node = special_cluster
+    special_node = node.node_id()
+    pinned = [tasks.add.using(resources={"special": 1}).enqueue(i, 1) for i in range(2)]
+    nowhere = tasks.add.using(resources={"nowhere": 1}).enqueue(0, 0)
+    worker = start_worker(
+        "--concurrency",
+        "3",
+        env=job_mode_env(head, UNSCHEDULABLE_TIMEOUT_SECONDS=UNSCHEDULABLE_WAIT),
+    )
+    wait_until(
+        lambda: not RayTaskExecution.objects.exclude(state__in=TERMINAL).exists(),
+        180,
+        0.2,
+        explain=lambda: worker.log()[-4000:],
+    )
+    client = RayDashboard(head.dashboard_url)
+    for result in pinned:
+        row = RayTaskExecution.objects.get(task_id=result.id)
+        assert row.state == TaskState.SUCCEEDED, (row.state, row.error_message)
+        assert client.status(row.ray_job_id)["driver_node_id"] == special_node
+    row = RayTaskExecution.objects.get(task_id=nowhere.id)
+    assert row.state == TaskState.FAILED, (row.state, row.error_message, worker.log()[-3000:])
+    assert row.error_class_path == UNSCHEDULABLE and "nowhere" in row.error_message
+    assert row.attempt_number == 1
+    assert client.status(row.ray_job_id)["status"] == "STOPPED"
+    to_failed = (row.finished_at - row.last_attempted_at).total_seconds()
+    assert worker.stop() == 0, worker.log()[-3000:]
+    print(
+        f"\n[resources] Ray Jobs: {len(pinned)}/{len(pinned)} jobs with resources special ran "
+        f"on the special node; unschedulable job FAILED {to_failed:.1f}s after its claim",
+        flush=True,
+    )
+
+
+def test_options_are_stored_through_every_enqueue_path() -> None:
+    options = {"num_gpus": 1, "resources": {"special": 1}}
+    single = tasks.add.using(**options).enqueue(1, 2)
+    many = task_backends["default"].enqueue_many(
+        tasks.add.using(**options), [((1, 1), {}), ((2, 2), {})]
+    )
+    unique = tasks.add.using(unique_key="resources-1", **options).enqueue(3, 4)
+    for result in [single, *many, unique]:
+        assert RayTaskExecution.objects.get(task_id=result.id).ray_options == options
+    # Read back as a task with the same options.
+    again = task_backends["default"].get_result(unique.id)
+    assert again.task.resources == {"special": 1} and again.task.num_gpus == 1
+
+
+def test_admin_and_status_show_the_options(admin_client) -> None:
+    from django_ray.status import collect_status, render_text
+
+    queue_default = {"gpu": {"num_gpus": 1}}
+    result = tasks.add.using(resources={"special": 1}, memory=1 << 30).enqueue(1, 2)
+    row = RayTaskExecution.objects.get(task_id=result.id)
+    page = admin_client.get(f"/admin/django_ray/raytaskexecution/{row.pk}/change/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Ray resources" in text and "special" in text and str(1 << 30) in text
+    with override_settings(
+        DJANGO_RAY={**django_settings.DJANGO_RAY, "QUEUE_RESOURCES": queue_default}
+    ):
+        status = collect_status(probe=False)
+    section = status["resources"]
+    assert section["queue_defaults"] == queue_default
+    assert section["open_by_options"] == [
+        {"options": {"memory": 1 << 30, "resources": {"special": 1}}, "queued": 1, "running": 0}
+    ]
+    report = render_text(status)
+    assert "Ray resources" in report and "queue 'gpu' default" in report
