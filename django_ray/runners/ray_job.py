@@ -19,7 +19,9 @@
   ``RAY_JOB_ENTRYPOINT_RESOURCES``) and its ``runtime_env`` (over ``RAY_JOB_RUNTIME_ENV``). A job
   with options still PENDING ``UNSCHEDULABLE_TIMEOUT_SECONDS`` after its submit whose request no
   alive node offers whole (the state API's node table) is stopped and its task ends FAILED
-  (``django_ray.UnschedulableTask``, not retried) instead of waiting out Ray's own start timeout.
+  (``django_ray.UnschedulableTask``, not retried) at once instead of waiting out Ray's own start
+  timeout (Ray may keep such a job PENDING despite the stop; should it start, it finds its row
+  no longer at this attempt and does nothing).
 * At shutdown the jobs keep running: :meth:`RayJobRunner.release` hands them over for adoption
   by another worker (which finds them in the database and calls :meth:`RayJobRunner.adopt`).
 * If the Jobs API becomes unreachable, the worker stops claiming, keeps monitoring heartbeats
@@ -406,8 +408,17 @@ class RayJobRunner(Runner):
             elif job.cancel_requested:
                 self._stop(job, "cancel")
             elif status == "PENDING" and (reason := self._unschedulable(job)):
+                # Ray leaves a job whose supervisor cannot be placed PENDING even after a stop,
+                # so the task ends now; if the job starts later, it finds its row no longer
+                # RUNNING at this attempt and does nothing (django_ray.jobs).
                 job.unschedulable = reason
-                self._stop(job, reason)
+                try:
+                    self._stop(job, reason)
+                except (DashboardError, DashboardUnreachable) as exc:
+                    logger.info(
+                        "stopping unschedulable Ray Job %s failed: %s", job.submission_id, exc
+                    )
+                return self._ended(job, reason)
             return None
         if status not in FINISHED_STATUSES:
             return None
