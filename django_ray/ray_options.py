@@ -86,7 +86,8 @@ def merged(
 
 def group_key(options: Mapping[str, Any] | None) -> str:
     """Equal for equal options: a Ray call only runs tasks of one key together."""
-    return json.dumps(options or {}, sort_keys=True)
+    # No JSON for the common case: tasks without options must chunk as cheaply as before.
+    return json.dumps(options, sort_keys=True) if options else ""
 
 
 def core_options(options: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
 from django_ray.ray_options import UNSCHEDULABLE
 from tests import tasks
 from tests.conftest import wait_until
-from tests.support.ray import RayHead, RayNode, destroy_head, new_head
+from tests.faults.conftest import job_mode_env, two_node_cluster_of
+from tests.support.ray import RayHead, RayNode
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,16 +33,9 @@ TERMINAL = {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED}
 
 @pytest.fixture(scope="module")
 def special_cluster() -> Iterator[tuple[RayHead, RayNode]]:
-    """A head (2 CPUs) and a second node (1 CPU) that alone offers the resource ``special``."""
-    head = new_head(num_cpus=2)
-    node = RayNode(head, num_cpus=1, resources={"special": 2})
-    try:
-        head.start()
-        node.start()
-        yield head, node
-    finally:
-        node.kill()
-        destroy_head(head)
+    """A head and a second node that alone offers the resource ``special`` (1 CPU each)."""
+    with two_node_cluster_of(node_resources={"special": 2}) as cluster:
+        yield cluster
 
 
 @pytest.mark.timeout(240)
@@ -117,7 +111,6 @@ def test_ray_jobs_get_the_options_as_entrypoint_resources(start_worker, special_
     """Ray Jobs mode: the task's resources become the job's entrypoint resources (the job runs
     on the special node); a job no node can start is stopped and its task ends FAILED."""
     from django_ray.ray_dashboard import RayDashboard
-    from tests.faults.conftest import job_mode_env
 
     head, node = special_cluster
     special_node = node.node_id()
