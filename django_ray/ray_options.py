@@ -24,6 +24,8 @@ RAY_RESOURCE_NAMES = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
 
 #: The error class path of a task no alive node can run (the resource is missing everywhere).
 UNSCHEDULABLE = "django_ray.UnschedulableTask"
+#: The error class path of a task whose options Ray refused at submit (e.g. a bad runtime_env).
+REFUSED = "django_ray.RayOptionsRefused"
 
 
 def _amount(value: Any) -> bool:

@@ -248,14 +248,16 @@ class RayCoreRunner(Runner):
         nodes: list[dict[str, float]] | None = None
         for group in groups:
             options = group[0].ray_options
-            remote = (
-                self._remote.options(**ray_options.core_options(options))
-                if options
-                else self._remote
-            )
-            ref = remote.remote(
-                [t.payload() for t in group], self.context.settings_module, self.context.sys_path
-            )
+            if options:
+                ref = self._submit_with_options(group, options)
+                if ref is None:
+                    continue
+            else:
+                ref = self._remote.remote(
+                    [t.payload() for t in group],
+                    self.context.settings_module,
+                    self.context.sys_path,
+                )
             timeout = group[0].timeout_seconds if len(group) == 1 else None
             chunk = _Chunk(ref, group, now, now + timeout if timeout else None)
             if options:
@@ -263,6 +265,24 @@ class RayCoreRunner(Runner):
                 self._mark_schedulable(chunk, nodes, now)
             with self._lock:
                 self._chunks[ref] = chunk
+
+    def _submit_with_options(self, group: list[ClaimedTask], options: dict[str, Any]) -> Any:
+        """Submit a call with the tasks' Ray options; None when Ray refuses them (e.g. a
+        runtime_env working_dir that does not exist): those tasks end FAILED, not retried."""
+        try:
+            return self._remote.options(**ray_options.core_options(options)).remote(
+                [t.payload() for t in group], self.context.settings_module, self.context.sys_path
+            )
+        except Exception as exc:  # Ray's own validation: any type; the worker must go on
+            message = (
+                f"Ray refused this task's options {ray_options.group_key(options)[:500]}: "
+                f"{type(exc).__name__}: {exc}"[:3800]
+                + " Fix the task's or its queue's Ray options (docs/resources.md)."
+            )
+            logger.warning(message, extra={"task_id": group[0].task_id})
+            with self._lock:
+                self._node_lost.extend((t, refused(t, ray_options.REFUSED, message)) for t in group)
+            return None
 
     # -- unschedulable calls ----------------------------------------------------------------
 

@@ -183,3 +183,24 @@ def test_admin_and_status_show_the_options(admin_client) -> None:
     ]
     report = render_text(status)
     assert "Ray resources" in report and "queue 'gpu' default" in report
+
+
+def test_options_ray_refuses_fail_their_tasks_not_the_worker(ray_core_runner) -> None:
+    """A runtime_env Ray cannot use (a working_dir that does not exist) ends the task FAILED,
+    not retried, naming the option; the runner goes on running other tasks."""
+    from django_ray.outcomes import OutcomeKind
+    from tests.support.claimed import claimed_task
+
+    bad = claimed_task(1, ray_options={"runtime_env": {"working_dir": "/nonexistent/django-ray"}})
+    good = claimed_task(2, args=[0.0], ray_options={"num_cpus": 0.5})
+    ray_core_runner.submit([bad, good])
+    outcomes = {}
+    deadline = time.monotonic() + 60
+    while len(outcomes) < 2 and time.monotonic() < deadline:
+        outcomes.update({task.id: outcome for task, outcome in ray_core_runner.poll(1.0)})
+    failed = outcomes[1]
+    assert failed.kind == OutcomeKind.FAILED and not failed.retryable, failed
+    assert "working_dir" in (failed.error_message or ""), failed.error_message
+    assert "docs/resources.md" in (failed.error_message or "")
+    assert outcomes[2].kind == OutcomeKind.SUCCEEDED, outcomes[2]
+    print(f"\n[resources] refused options: {failed.error_class_path}: {failed.error_message[:200]}")

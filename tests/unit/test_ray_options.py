@@ -3,7 +3,6 @@ Core ``.options()`` and to the Jobs API's ``entrypoint_*`` fields."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from django_ray.conf import check_settings
 from django_ray.outcomes import ClaimedTask
 from django_ray.runners.ray_job import RayJobRunner
 from tests import tasks
+from tests.support.claimed import claimed_task
 
 
 @pytest.mark.parametrize(
@@ -122,13 +122,7 @@ def test_demand_and_the_unschedulable_reason() -> None:
 
 
 def _claimed(options: dict[str, Any] | None) -> ClaimedTask:
-    now = datetime.now(UTC)
-    return ClaimedTask(
-        id=1, task_id="t", callable_path="tests.tasks.noop", queue_name="default", priority=0,
-        takes_context=False, args=[], kwargs={}, attempt_number=1, max_attempts=None,
-        timeout_seconds=None, backend_alias="default", created_at=now, run_after=now,
-        started_at=now, ray_options=options,
-    )  # fmt: skip
+    return claimed_task(1, ray_options=options)
 
 
 def test_ray_job_entrypoint_fields_and_runtime_env() -> None:
