@@ -105,11 +105,27 @@ def entrypoint_fields(
     ``defaults`` (``RAY_JOB_ENTRYPOINT_RESOURCES``) apply per key where the task sets none;
     zero amounts and empty dicts are left out, as the Jobs API treats them as unset anyway.
     """
-    wanted = {
+    wanted = entrypoint_request(options, defaults)
+    return {f"entrypoint_{key}": value for key, value in wanted.items() if value}
+
+
+def entrypoint_request(
+    options: Mapping[str, Any] | None, defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a job's entrypoint reserves: the task's resource keys over ``defaults``."""
+    return {
         **(defaults or {}),
         **{k: v for k, v in (options or {}).items() if k in RESOURCE_KEYS},
     }
-    return {f"entrypoint_{key}": value for key, value in wanted.items() if value}
+
+
+def alive_nodes(listed: Iterable[Mapping[str, Any]]) -> list[dict[str, float]]:
+    """Total resources of each alive node, from Ray's state API node listing (``detail``)."""
+    return [
+        {str(k): float(v) for k, v in (node.get("resources_total") or {}).items()}
+        for node in listed
+        if node.get("state") == "ALIVE"
+    ]
 
 
 def job_runtime_env(base: Mapping[str, Any], options: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -295,11 +295,7 @@ class RayCoreRunner(Runner):
         except (DashboardError, DashboardUnreachable, OSError, ValueError, KeyError) as exc:
             logger.debug("cannot read Ray's node table now: %s", exc)
             return None
-        return [
-            {str(k): float(v) for k, v in (n.get("resources_total") or {}).items()}
-            for n in listed
-            if n.get("state") == "ALIVE"
-        ]
+        return ray_options.alive_nodes(listed)
 
     def _mark_schedulable(
         self, chunk: _Chunk, nodes: list[dict[str, float]] | None, now: float

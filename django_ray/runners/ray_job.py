@@ -89,6 +89,8 @@ class _Job:
     last_error: str = ""
     # Why no alive node can start the job (set when it was stopped for that), else "".
     unschedulable: str = ""
+    # monotonic time the node table was last read for this PENDING job (one read a heartbeat).
+    placement_checked_at: float = 0.0
 
 
 class RayJobRunner(Runner):
@@ -223,27 +225,26 @@ class RayJobRunner(Runner):
 
     def _unschedulable(self, job: _Job) -> str | None:
         """Why no alive node can start this PENDING job, once it waited long enough; else None."""
-        waited = time.monotonic() - job.since
-        if not job.task.ray_options or waited < float(ray_settings().UNSCHEDULABLE_TIMEOUT_SECONDS):
+        now = time.monotonic()
+        waited = now - job.since
+        conf = ray_settings()
+        if (
+            not job.task.ray_options
+            or waited < float(conf.UNSCHEDULABLE_TIMEOUT_SECONDS)
+            or now - job.placement_checked_at < float(conf.WORKER_HEARTBEAT_SECONDS)
+        ):
             return None
-        fields = self._entrypoint_resources(job.task)
-        wanted = {
-            key: fields[f"entrypoint_{key}"]
-            for key in ray_options.RESOURCE_KEYS
-            if f"entrypoint_{key}" in fields
-        }
-        need = ray_options.demand(wanted, 0.0)
+        job.placement_checked_at = now
+        need = ray_options.demand(
+            ray_options.entrypoint_request(job.task.ray_options, conf.RAY_JOB_ENTRYPOINT_RESOURCES),
+            0.0,
+        )
         try:
             listed = self.client.list_state("nodes", [("limit", 10_000), ("detail", "true")], 5)
         except (DashboardError, DashboardUnreachable) as exc:
             logger.debug("cannot read Ray's node table now: %s", exc)
             return None
-        nodes = [
-            {str(k): float(v) for k, v in (n.get("resources_total") or {}).items()}
-            for n in listed
-            if n.get("state") == "ALIVE"
-        ]
-        reason = ray_options.unschedulable_reason(need, nodes)
+        reason = ray_options.unschedulable_reason(need, ray_options.alive_nodes(listed))
         return (
             None
             if reason is None
