@@ -406,7 +406,8 @@ class RayTaskBackend(BaseTaskBackend):
             # A requeued row that gave up its key (docs/scheduling.md) keeps the flag alone.
             unique_while_running=row.unique_while_running and row.unique_key is not None,
             lock_key=row.lock_key,
-            **(row.ray_options or {}),
+            # Only the known keys: a hand-edited row must not make its result unreadable.
+            **{k: v for k, v in (row.ray_options or {}).items() if k in ray_options.OPTION_KEYS},
         )
 
     def _result_from_row(
