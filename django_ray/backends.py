@@ -31,7 +31,7 @@ from django.tasks.signals import task_enqueued
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from django_ray import on_commit
+from django_ray import on_commit, ray_options
 from django_ray.conf import ray_settings
 from django_ray.errors import (
     ArgumentsTooLarge,
@@ -61,7 +61,9 @@ class RayTask(Task):
 
     ``@task(timeout_seconds=30, max_attempts=5)`` or ``my_task.using(timeout_seconds=30)``.
     ``unique_key`` dedupes enqueues (``unique_while_running``: also while one runs) and
-    ``lock_key`` serializes runs; see ``docs/scheduling.md``.
+    ``lock_key`` serializes runs; see ``docs/scheduling.md``. ``num_cpus``, ``num_gpus``,
+    ``memory`` (bytes), ``resources`` (custom, ``{"name": amount}``) and ``runtime_env`` are
+    what Ray gives the task (over its queue's ``QUEUE_RESOURCES``); see ``docs/resources.md``.
     """
 
     timeout_seconds: float | None = None
@@ -69,6 +71,19 @@ class RayTask(Task):
     unique_key: str | None = None
     unique_while_running: bool = False
     lock_key: str | None = None
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    memory: int | None = None
+    resources: dict[str, float] | None = None
+    runtime_env: dict[str, Any] | None = None
+
+    def ray_options(self) -> dict[str, Any]:
+        """The Ray options this task sets itself (its queue's defaults not included)."""
+        return {
+            key: getattr(self, key)
+            for key in ray_options.OPTION_KEYS
+            if getattr(self, key) is not None
+        }
 
     def using(  # type: ignore[override]
         self,
@@ -82,6 +97,11 @@ class RayTask(Task):
         unique_key: str | None = None,
         unique_while_running: bool | None = None,
         lock_key: str | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        memory: int | None = None,
+        resources: dict[str, float] | None = None,
+        runtime_env: dict[str, Any] | None = None,
     ) -> RayTask:
         changed = Task.using(
             self, priority=priority, queue_name=queue_name, run_after=run_after, backend=backend
@@ -92,6 +112,11 @@ class RayTask(Task):
             "unique_key": unique_key,
             "unique_while_running": unique_while_running,
             "lock_key": lock_key,
+            "num_cpus": num_cpus,
+            "num_gpus": num_gpus,
+            "memory": memory,
+            "resources": resources,
+            "runtime_env": runtime_env,
         }
         extra = {name: value for name, value in options.items() if value is not None}
         return replace(changed, **extra) if extra else changed  # type: ignore[return-value]
@@ -212,6 +237,12 @@ class RayTaskBackend(BaseTaskBackend):
                 "unique_while_running=True needs a unique_key: set both, e.g. "
                 ".using(unique_key='report-42', unique_while_running=True)."
             )
+        if isinstance(task, RayTask):
+            found = ray_options.problem(task.ray_options())
+            if found:
+                raise InvalidTask(
+                    f"Bad Ray options on {task.module_path}: {found} (docs/resources.md)."
+                )
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         errors: list[checks.CheckMessage] = []
@@ -319,6 +350,10 @@ class RayTaskBackend(BaseTaskBackend):
             unique_key=getattr(task, "unique_key", None),
             unique_while_running=getattr(task, "unique_while_running", False),
             lock_key=getattr(task, "lock_key", None),
+            ray_options=ray_options.merged(
+                ray_settings().QUEUE_RESOURCES.get(task.queue_name),
+                task.ray_options() if isinstance(task, RayTask) else {},
+            ),
         )
 
     def _checked_call(
@@ -446,6 +481,8 @@ class RayTaskBackend(BaseTaskBackend):
             # A requeued row that gave up its key (docs/scheduling.md) keeps the flag alone.
             unique_while_running=row.unique_while_running and row.unique_key is not None,
             lock_key=row.lock_key,
+            # Only the known keys: a hand-edited row must not make its result unreadable.
+            **{k: v for k, v in (row.ray_options or {}).items() if k in ray_options.OPTION_KEYS},
         )
 
     def _result_from_row(

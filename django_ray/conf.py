@@ -57,28 +57,21 @@ def _storage_options(value: Any) -> str | None:
     return None
 
 
-ENTRYPOINT_RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory", "resources")
-
-
 def _entrypoint_resources(value: Any) -> str | None:
-    allowed = ", ".join(ENTRYPOINT_RESOURCE_KEYS)
-    for key, amount in value.items():
-        if key not in ENTRYPOINT_RESOURCE_KEYS:
-            return f"unknown key {key!r}; the keys are {allowed}"
-        if key == "resources":
-            if not isinstance(amount, dict):
-                return (
-                    f"'resources' must be a dict of custom resource name to amount, not {amount!r}"
-                )
-            for name, need in amount.items():
-                if not isinstance(name, str) or not _non_negative(need):
-                    return (
-                        f"'resources' entry {name!r}: {need!r} must be a number >= 0 "
-                        "under a string name"
-                    )
-        elif not _non_negative(amount) or (key == "memory" and not isinstance(amount, int)):
-            kind = "a whole number of bytes" if key == "memory" else "a number"
-            return f"{key!r} is {amount!r}; it must be {kind} >= 0"
+    from django_ray import ray_options
+
+    return ray_options.problem(value, ray_options.RESOURCE_KEYS)
+
+
+def _queue_resources(value: Any) -> str | None:
+    from django_ray import ray_options
+
+    for queue, options in value.items():
+        if not isinstance(queue, str) or not queue:
+            return f"queue names must be non-empty strings, got {queue!r}"
+        found = ray_options.problem(options)
+        if found:
+            return f"queue {queue!r}: {found}"
     return None
 
 
@@ -275,6 +268,22 @@ SETTINGS: dict[str, Setting] = {
         "num_cpus, num_gpus, memory (bytes), resources (custom). {}: nothing, and Ray then runs "
         "every job on the head node; {'num_cpus': 1} spreads jobs over the cluster's nodes.",
         validator=_entrypoint_resources,
+    ),
+    "QUEUE_RESOURCES": Setting(
+        {},
+        (dict,),
+        "Default Ray options of each queue's tasks: {queue: {'num_cpus': 2, 'num_gpus': 1, "
+        "'memory': bytes, 'resources': {'name': 1}, 'runtime_env': {...}}}; a task's own "
+        "options win key by key (docs/resources.md).",
+        validator=_queue_resources,
+    ),
+    "UNSCHEDULABLE_TIMEOUT_SECONDS": Setting(
+        60.0,
+        (int, float),
+        "How long a task whose Ray options no alive node offers waits for such a node before "
+        "it ends FAILED (django_ray.UnschedulableTask) instead of pending in Ray.",
+        0,
+        86_400,
     ),
     "WORKER_METRICS_PORT": Setting(
         None,

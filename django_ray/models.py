@@ -150,6 +150,12 @@ class RayTaskExecution(models.Model):
         blank=True,
         help_text="Serialization key: no two rows with this key run at the same time.",
     )
+    ray_options = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Ray resources and runtime_env of this task (its own over its queue's "
+        "default; docs/resources.md); null: the worker's defaults.",
+    )
 
     objects = ExecutionQuerySet.as_manager()
 

@@ -33,6 +33,9 @@ class ClaimedTask:
     database: str = "default"
     # The serialization key the row holds while it runs (None: not serialized).
     lock_key: str | None = None
+    # Ray resources and runtime_env of the task (django_ray.ray_options; None: the runner's
+    # defaults). Plain data, read from the row at claim time.
+    ray_options: dict[str, Any] | None = None
 
     def payload(self) -> dict[str, Any]:
         """What the executing process needs; plain data so it pickles cheaply for Ray."""
@@ -106,4 +109,17 @@ def lost(task: ClaimedTask, message: str, error_class_path: str = LOST_ATTEMPT) 
         error_class_path=error_class_path,
         error_message=message,
         retryable=True,
+    )
+
+
+def refused(task: ClaimedTask, error_class_path: str, message: str) -> Outcome:
+    """A FAILED outcome that a retry would only repeat (no node offers the task's resources,
+    its runtime_env cannot be set up): not retried."""
+    return Outcome(
+        task.id,
+        task.attempt_number,
+        OutcomeKind.FAILED,
+        error_class_path=error_class_path,
+        error_message=message,
+        retryable=False,
     )

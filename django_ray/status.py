@@ -121,7 +121,7 @@ def collect_status(
     using: str = "default", ray_timeout: float = 2.0, probe: bool = True
 ) -> dict[str, Any]:
     """Everything the triage checklist needs, as plain data (see the module docstring)."""
-    from django_ray import effects_status, scheduling_status
+    from django_ray import effects_status, resources_status, scheduling_status
     from django_ray.conf import ray_settings
     from django_ray.models import RayTaskExecution, TaskState, TaskWorkerLease
 
@@ -263,6 +263,7 @@ def collect_status(
         "ray": ray,
         "scheduling": scheduling_status.collect(using, now, settings.PERIODIC_TASKS),
         "effects": effects_status.collect(using, now),
+        "resources": resources_status.collect(using, now, settings.QUEUE_RESOURCES),
         "failures": {
             "retry_waiting": retry_waiting,
             "failed_terminal": states.get("FAILED", 0),
@@ -455,4 +456,8 @@ def render_text(status: dict[str, Any]) -> str:
         from django_ray import effects_status
 
         lines += effects_status.render(status["effects"])
+    if "resources" in status:
+        from django_ray import resources_status
+
+        lines += resources_status.render(status["resources"])
     return "\n".join(lines)

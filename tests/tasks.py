@@ -240,3 +240,12 @@ def effect_with_key(key: Any) -> None:
     with effect_once(key) as first_time:
         if first_time:
             _probe("never")
+
+
+@task
+def node_id() -> dict[str, Any]:
+    """The Ray node running this body and the resources Ray assigned to it (per-task resources)."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return {"node": str(context.get_node_id()), "assigned": context.get_assigned_resources()}

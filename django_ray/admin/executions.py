@@ -213,6 +213,8 @@ class RayTaskExecutionAdmin(admin.ModelAdmin):
             ("Ownership", {"fields": ("claimed_by_worker", "worker_ids", "ray_job_id")}),
             # docs/scheduling.md: the dedupe key and the serialization key, when set.
             ("Keys", {"fields": ("unique_key", "unique_while_running", "lock_key")}),
+            # docs/resources.md: what Ray gives the task (its own options over its queue's).
+            ("Ray resources", {"fields": ("ray_options",)}),
             ("Arguments", {"fields": ("args_pretty", "kwargs_pretty")}),
             ("Result", {"fields": ("result_pretty", "result_reference")}),
         ]

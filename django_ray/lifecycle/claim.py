@@ -65,8 +65,8 @@ def _json(value: object) -> object:
 
 
 def _from_row(row: tuple[object, ...]) -> ClaimedTask:
-    *fields, lock_key = row
-    task = ClaimedTask(*fields, lock_key=lock_key)  # type: ignore[arg-type]
+    *fields, lock_key, options = row
+    task = ClaimedTask(*fields, lock_key=lock_key, ray_options=_json(options))  # type: ignore[arg-type]
     task.args = _json(task.args)  # type: ignore[assignment]
     task.kwargs = _json(task.kwargs)  # type: ignore[assignment]
     task.worker_ids = _json(task.worker_ids)  # type: ignore[assignment]
@@ -137,4 +137,5 @@ def claimed_task_from_row(row: RayTaskExecution) -> ClaimedTask:
         started_at=row.last_attempted_at or row.started_at or timezone.now(),
         worker_ids=list(row.worker_ids),
         lock_key=row.lock_key,
+        ray_options=row.ray_options,
     )

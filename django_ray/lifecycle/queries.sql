@@ -48,7 +48,8 @@ FROM due
 WHERE t.id = due.id
 RETURNING t.id, t.task_id, t.callable_path, t.queue_name, t.priority, t.takes_context, t.args,
           t.kwargs, t.attempt_number, t.max_attempts, t.timeout_seconds, t.backend_alias,
-          t.created_at, t.run_after, t.last_attempted_at, t.worker_ids, t.lock_key;
+          t.created_at, t.run_after, t.last_attempted_at, t.worker_ids, t.lock_key,
+          t.ray_options;
 
 -- name: enqueue_unique --
 -- Enqueue a row with a dedupe key. ON CONFLICT names the partial unique index of held keys

@@ -19,6 +19,14 @@ state API which of its in-flight calls were placed on that node (and keeps askin
 calls are cancelled and their tasks reported LOST (retry path). If the state API cannot be
 reached (no dashboard), every call submitted before the death that is still unresolved after
 :data:`DEAD_NODE_RECHECK_SECONDS` is reported LOST: completion of those attempts is unknown.
+
+Per-task Ray options (``docs/resources.md``). A task's ``ray_options`` become the call's
+``.options(...)``; a chunk only holds tasks of one callable with equal options. A call whose
+request no alive node offers whole (read from the node table at submit) is still submitted, so
+it runs as soon as such a node joins; if none has joined after ``UNSCHEDULABLE_TIMEOUT_SECONDS``
+(checked against the node table again then), it is cancelled and its tasks end FAILED
+(:data:`~django_ray.ray_options.UNSCHEDULABLE`, not retried) with the reason, instead of
+pending in Ray. A runtime_env Ray cannot set up fails its tasks the same way.
 """
 
 from __future__ import annotations
@@ -31,9 +39,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django_ray import execution
+from django_ray import execution, ray_options
 from django_ray.conf import ray_settings
-from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind, lost
+from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind, lost, refused
 from django_ray.ray_dashboard import DashboardError, DashboardUnreachable, RayDashboard
 from django_ray.runners.base import (
     Capabilities,
@@ -78,6 +86,9 @@ class _Chunk:
     timed_out: bool = False
     # monotonic time of the last ray.cancel sent for this call; None while it should run.
     cancel_sent_at: float | None = None
+    # Set while no alive node offers the call's Ray options: since when, and why.
+    unschedulable_since: float | None = None
+    unschedulable_reason: str = ""
 
 
 class RayCoreRunner(Runner):
@@ -106,7 +117,8 @@ class RayCoreRunner(Runner):
         # Node id -> (monotonic time the death was seen, recheck until) for recent deaths.
         self._recent_deaths: dict[str, tuple[float, float]] = {}
         self._last_node_check = 0.0
-        self._node_lost: Finished = []  # calls found on dead nodes, reported by poll()
+        # Outcomes poll() reports next: calls found on dead nodes, unschedulable calls.
+        self._node_lost: Finished = []
 
     # -- connection -------------------------------------------------------------------------
 
@@ -221,29 +233,133 @@ class RayCoreRunner(Runner):
             return
         free_calls = max(1, self.concurrency - len(self._chunks))
         groups: list[list[ClaimedTask]] = []
-        by_callable: dict[str, list[ClaimedTask]] = {}
+        # One chunk: one callable and equal Ray options (a call has one set of resources).
+        by_callable: dict[tuple[str, str], list[ClaimedTask]] = {}
         for task in tasks:
             if task.timeout_seconds or self.chunk_size(task.callable_path) == 1:
                 groups.append([task])
             else:
-                by_callable.setdefault(task.callable_path, []).append(task)
-        for path, same in by_callable.items():
+                key = (task.callable_path, ray_options.group_key(task.ray_options))
+                by_callable.setdefault(key, []).append(task)
+        for (path, _), same in by_callable.items():
             size = max(1, min(self.chunk_size(path), -(-len(same) // free_calls)))
             groups.extend(same[i : i + size] for i in range(0, len(same), size))
         now = time.monotonic()
+        nodes: list[dict[str, float]] | None = None
         for group in groups:
-            ref = self._remote.remote(
+            options = group[0].ray_options
+            if options:
+                ref = self._submit_with_options(group, options)
+                if ref is None:
+                    continue
+            else:
+                ref = self._remote.remote(
+                    [t.payload() for t in group],
+                    self.context.settings_module,
+                    self.context.sys_path,
+                )
+            timeout = group[0].timeout_seconds if len(group) == 1 else None
+            chunk = _Chunk(ref, group, now, now + timeout if timeout else None)
+            if options:
+                nodes = self._alive_node_resources() if nodes is None else nodes
+                self._mark_schedulable(chunk, nodes, now)
+            with self._lock:
+                self._chunks[ref] = chunk
+
+    def _submit_with_options(self, group: list[ClaimedTask], options: dict[str, Any]) -> Any:
+        """Submit a call with the tasks' Ray options; None when Ray refuses them (e.g. a
+        runtime_env working_dir that does not exist): those tasks end FAILED, not retried."""
+        try:
+            return self._remote.options(**ray_options.core_options(options)).remote(
                 [t.payload() for t in group], self.context.settings_module, self.context.sys_path
             )
-            timeout = group[0].timeout_seconds if len(group) == 1 else None
+        except Exception as exc:  # Ray's own validation: any type; the worker must go on
+            message = (
+                f"Ray refused this task's options {ray_options.group_key(options)[:500]}: "
+                f"{type(exc).__name__}: {exc}"[:3800]
+                + " Fix the task's or its queue's Ray options (docs/resources.md)."
+            )
+            logger.warning(message, extra={"task_id": group[0].task_id})
             with self._lock:
-                self._chunks[ref] = _Chunk(ref, group, now, now + timeout if timeout else None)
+                self._node_lost.extend((t, refused(t, ray_options.REFUSED, message)) for t in group)
+            return None
+
+    # -- unschedulable calls ----------------------------------------------------------------
+
+    def _alive_node_resources(self) -> list[dict[str, float]] | None:
+        """Total resources of each alive node; None when the node table cannot be read now."""
+        try:
+            if not self._dashboard_url:
+                return [dict(n.get("Resources") or {}) for n in self._ray.nodes() if n.get("Alive")]
+            listed = self._state_api("nodes", [("limit", 10_000), ("detail", "true")])
+        except (DashboardError, DashboardUnreachable, OSError, ValueError, KeyError) as exc:
+            logger.debug("cannot read Ray's node table now: %s", exc)
+            return None
+        return ray_options.alive_nodes(listed)
+
+    def _mark_schedulable(
+        self, chunk: _Chunk, nodes: list[dict[str, float]] | None, now: float
+    ) -> None:
+        """Start (or clear) the unschedulable wait of a call with Ray options."""
+        if nodes is None:  # unknown now: judged at the next check
+            return
+        default_cpus = ray_settings().RAY_CPUS_PER_CALL
+        need = ray_options.demand(
+            chunk.tasks[0].ray_options, 1.0 if default_cpus is None else default_cpus
+        )
+        reason = ray_options.unschedulable_reason(need, nodes)
+        if reason is None:
+            chunk.unschedulable_since, chunk.unschedulable_reason = None, ""
+            return
+        if chunk.unschedulable_since is None:
+            chunk.unschedulable_since = now
+            logger.warning(
+                "%s; waiting up to %ss for such a node",
+                reason,
+                ray_settings().UNSCHEDULABLE_TIMEOUT_SECONDS,
+                extra={"task_id": chunk.tasks[0].task_id},
+            )
+        chunk.unschedulable_reason = reason
+
+    def _unschedulable_deadline(self, chunk: _Chunk) -> float | None:
+        if chunk.unschedulable_since is None:
+            return None
+        return chunk.unschedulable_since + float(ray_settings().UNSCHEDULABLE_TIMEOUT_SECONDS)
+
+    def _fail_unschedulable(self) -> None:
+        """Cancel the calls still unschedulable at their deadline; their tasks end FAILED."""
+        now = time.monotonic()
+        due = [
+            c
+            for c in self._chunks.values()
+            if (deadline := self._unschedulable_deadline(c)) is not None and now >= deadline
+        ]
+        if not due:
+            return
+        nodes = self._alive_node_resources()
+        for chunk in due:
+            self._mark_schedulable(chunk, nodes, now)
+            if chunk.unschedulable_since is None or nodes is None:
+                continue  # a node that offers it joined (or the table is unreadable): keep it
+            try:
+                self._ray.cancel(chunk.ref, force=True)
+            except Exception:  # it never started; nothing to stop
+                logger.debug("cancel of an unschedulable call failed", exc_info=True)
+            waited = now - chunk.unschedulable_since
+            message = f"{chunk.unschedulable_reason} Waited {waited:.0f}s (UNSCHEDULABLE_TIMEOUT_SECONDS)."
+            logger.warning(message, extra={"task_id": chunk.tasks[0].task_id})
+            with self._lock:
+                self._chunks.pop(chunk.ref, None)
+                self._node_lost.extend(
+                    (t, refused(t, ray_options.UNSCHEDULABLE, message)) for t in chunk.tasks
+                )
 
     # -- outcomes ---------------------------------------------------------------------------
 
     def poll(self, timeout: float) -> Finished:
         if self._chunks:
             self._check_nodes()
+            self._fail_unschedulable()
         if self._node_lost:
             with self._lock:
                 finished, self._node_lost = self._node_lost, []
@@ -262,6 +378,7 @@ class RayCoreRunner(Runner):
             for c in self._chunks.values()
             if c.cancel_sent_at is not None
         ]
+        deadlines += [d for c in self._chunks.values() if (d := self._unschedulable_deadline(c))]
         if deadlines:
             wait_for = max(0.0, min(wait_for, min(deadlines) - time.monotonic()))
         ready, _ = ray.wait(refs, num_returns=1, timeout=wait_for)
@@ -425,6 +542,15 @@ class RayCoreRunner(Runner):
             return self._stopped(chunk)
         except (rex.LocalRayletDiedError, rex.RaySystemError) as exc:
             raise _RayGone(exc) from exc
+        except rex.RuntimeEnvSetupError as exc:
+            # The task's runtime_env (docs/resources.md) would fail the same way on a retry.
+            message = (
+                f"Ray could not set up this task's runtime_env: {exc}"[:3800]
+                + " Fix the task's or its queue's runtime_env (docs/resources.md)."
+            )
+            return [
+                (t, refused(t, "ray.exceptions.RuntimeEnvSetupError", message)) for t in chunk.tasks
+            ]
         except Exception as exc:
             # WorkerCrashedError, RayTaskError, RayActorError, NodeDiedError, ...: completion is
             # unknown, so never drop the chunk's tasks.

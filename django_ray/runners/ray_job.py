@@ -15,6 +15,13 @@
 * Timeouts are enforced inside the job (SIGALRM around the body); the worker stops a job still
   running ``TIMEOUT_STOP_SLACK_SECONDS`` past the deadline (job start-up included). A job still
   PENDING/RUNNING ``STOP_RESEND_SECONDS`` after a stop (cancel or timeout) is stopped again.
+* Per-task Ray options (``docs/resources.md``) become the job's ``entrypoint_*`` fields (over
+  ``RAY_JOB_ENTRYPOINT_RESOURCES``) and its ``runtime_env`` (over ``RAY_JOB_RUNTIME_ENV``). A job
+  with options still PENDING ``UNSCHEDULABLE_TIMEOUT_SECONDS`` after its submit whose request no
+  alive node offers whole (the state API's node table) is stopped and its task ends FAILED
+  (``django_ray.UnschedulableTask``, not retried) at once instead of waiting out Ray's own start
+  timeout (Ray may keep such a job PENDING despite the stop; should it start, it finds its row
+  no longer at this attempt and does nothing).
 * At shutdown the jobs keep running: :meth:`RayJobRunner.release` hands them over for adoption
   by another worker (which finds them in the database and calls :meth:`RayJobRunner.adopt`).
 * If the Jobs API becomes unreachable, the worker stops claiming, keeps monitoring heartbeats
@@ -37,10 +44,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django_ray import jobs
+from django_ray import jobs, ray_options
 from django_ray.backoff import capped_backoff
 from django_ray.conf import ray_settings
-from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind, lost
+from django_ray.outcomes import ClaimedTask, Outcome, OutcomeKind, lost, refused
 from django_ray.ray_dashboard import (
     DashboardAddressError,
     DashboardError,
@@ -80,6 +87,10 @@ class _Job:
     # monotonic time the last stop was sent; None while the job should run.
     stop_sent_at: float | None = None
     last_error: str = ""
+    # Why no alive node can start the job (set when it was stopped for that), else "".
+    unschedulable: str = ""
+    # monotonic time the node table was last read for this PENDING job (one read a heartbeat).
+    placement_checked_at: float = 0.0
 
 
 class RayJobRunner(Runner):
@@ -197,18 +208,48 @@ class RayJobRunner(Runner):
     def _python(self) -> str:
         return ray_settings().RAY_JOB_PYTHON or sys.executable
 
-    def _runtime_env(self) -> dict[str, Any]:
+    def _runtime_env(self, task: ClaimedTask) -> dict[str, Any]:
+        """The job's runtime_env: ``RAY_JOB_RUNTIME_ENV``, then the task's own keys."""
         extra = dict(ray_settings().RAY_JOB_RUNTIME_ENV)
         env_vars = {"PYTHONPATH": os.pathsep.join(self.context.sys_path)}
         if self.context.settings_module:
             env_vars["DJANGO_SETTINGS_MODULE"] = self.context.settings_module
         env_vars.update(extra.pop("env_vars", {}) or {})
-        return {**extra, "env_vars": env_vars}
+        return ray_options.job_runtime_env({**extra, "env_vars": env_vars}, task.ray_options)
 
-    def _entrypoint_resources(self) -> dict[str, Any]:
-        """The Jobs API's ``entrypoint_*`` fields from ``RAY_JOB_ENTRYPOINT_RESOURCES``."""
-        wanted = ray_settings().RAY_JOB_ENTRYPOINT_RESOURCES
-        return {f"entrypoint_{key}": value for key, value in wanted.items() if value}
+    def _entrypoint_resources(self, task: ClaimedTask) -> dict[str, Any]:
+        """The Jobs API's ``entrypoint_*`` fields: the task's, over ``RAY_JOB_ENTRYPOINT_RESOURCES``."""
+        return ray_options.entrypoint_fields(
+            task.ray_options, ray_settings().RAY_JOB_ENTRYPOINT_RESOURCES
+        )
+
+    def _unschedulable(self, job: _Job) -> str | None:
+        """Why no alive node can start this PENDING job, once it waited long enough; else None."""
+        now = time.monotonic()
+        waited = now - job.since
+        conf = ray_settings()
+        if (
+            not job.task.ray_options
+            or waited < float(conf.UNSCHEDULABLE_TIMEOUT_SECONDS)
+            or now - job.placement_checked_at < float(conf.WORKER_HEARTBEAT_SECONDS)
+        ):
+            return None
+        job.placement_checked_at = now
+        need = ray_options.demand(
+            ray_options.entrypoint_request(job.task.ray_options, conf.RAY_JOB_ENTRYPOINT_RESOURCES),
+            0.0,
+        )
+        try:
+            listed = self.client.list_state("nodes", [("limit", 10_000), ("detail", "true")], 5)
+        except (DashboardError, DashboardUnreachable) as exc:
+            logger.debug("cannot read Ray's node table now: %s", exc)
+            return None
+        reason = ray_options.unschedulable_reason(need, ray_options.alive_nodes(listed))
+        return (
+            None
+            if reason is None
+            else f"{reason} Waited {waited:.0f}s (UNSCHEDULABLE_TIMEOUT_SECONDS)."
+        )
 
     def job_id(self, task: ClaimedTask) -> str:
         return jobs.submission_id(task.task_id, task.attempt_number)
@@ -234,13 +275,13 @@ class RayJobRunner(Runner):
                 self._python(), task.id, task.attempt_number, task.database
             ),
             "submission_id": job.submission_id,
-            "runtime_env": self._runtime_env(),
+            "runtime_env": self._runtime_env(task),
             "metadata": {
                 "django_ray_task_id": task.task_id,
                 "callable_path": task.callable_path[:200],
                 "attempt": str(task.attempt_number),
             },
-            **self._entrypoint_resources(),
+            **self._entrypoint_resources(task),
         }
         try:
             self.client.submit(body)
@@ -367,6 +408,18 @@ class RayJobRunner(Runner):
                 self._stop(job, "timeout")
             elif job.cancel_requested:
                 self._stop(job, "cancel")
+            elif status == "PENDING" and (reason := self._unschedulable(job)):
+                # Ray leaves a job whose supervisor cannot be placed PENDING even after a stop,
+                # so the task ends now; if the job starts later, it finds its row no longer
+                # RUNNING at this attempt and does nothing (django_ray.jobs).
+                job.unschedulable = reason
+                try:
+                    self._stop(job, reason)
+                except (DashboardError, DashboardUnreachable) as exc:
+                    logger.info(
+                        "stopping unschedulable Ray Job %s failed: %s", job.submission_id, exc
+                    )
+                return self._ended(job, reason)
             return None
         if status not in FINISHED_STATUSES:
             return None
@@ -391,6 +444,8 @@ class RayJobRunner(Runner):
             outcome = timed_out(task)
         elif job.cancel_requested:
             outcome = Outcome(task.id, task.attempt_number, OutcomeKind.CANCELLED)
+        elif job.unschedulable:
+            outcome = refused(task, ray_options.UNSCHEDULABLE, job.unschedulable)
         else:
             outcome = lost(task, lost_message[:4000], "django_ray.RayJobLost")
         outcome.ray_job_id = job.submission_id

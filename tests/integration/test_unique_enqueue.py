@@ -96,7 +96,14 @@ def test_a_key_is_held_while_queued_and_while_running_only_when_asked(path: str)
 def test_a_unique_enqueue_stores_every_column_a_plain_enqueue_stores() -> None:
     # The unique path inserts with its own statement; its column list comes from the model, so
     # a column added later (and its value) cannot be dropped on that path only.
-    options = {"priority": 7, "queue_name": "default", "timeout_seconds": 12.5, "max_attempts": 4}
+    options = {
+        "priority": 7,
+        "queue_name": "default",
+        "timeout_seconds": 12.5,
+        "max_attempts": 4,
+        "num_cpus": 0.5,
+        "resources": {"special": 1},
+    }
     plain = tasks.echo.using(**options).enqueue("a", {"b": [1, 2]}, c="d")
     unique = tasks.echo.using(**options, unique_key="all-columns", lock_key="L").enqueue(
         "a", {"b": [1, 2]}, c="d"
