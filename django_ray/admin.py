@@ -16,17 +16,21 @@ from datetime import UTC, timedelta
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext as _
 
 from django_ray import admin_search
 from django_ray.admin_counts import (
     BoundedCountPaginator,
     GroupedChoicesFieldListFilter,
     GroupedFacetsMixin,
-    recent_values,
+    recent_rows,
+    top_values,
 )
 from django_ray.admin_dates import with_probed_dates
 from django_ray.durations import format_duration
@@ -48,7 +52,7 @@ FILTER_MAX_CHOICES = 50
 class _TopValuesFilter(GroupedFacetsMixin, admin.SimpleListFilter):
     """A filter listing the most frequent values of one column among the latest rows.
 
-    Choices come from the latest rows only (admin_counts.recent_values: a bounded scan, not a
+    Choices come from the latest rows only (admin_counts.recent_rows: a bounded scan, not a
     GROUP BY of the whole table on every page); "Show counts" counts them in one GROUP BY.
     """
 
@@ -62,9 +66,9 @@ class _TopValuesFilter(GroupedFacetsMixin, admin.SimpleListFilter):
         # Django builds the filters again for each filter's "Show counts": ask once per request.
         cache = request.__dict__.setdefault("_django_ray_filter_values", {})
         if self.field not in cache:
-            cache[self.field] = recent_values(
-                model_admin.get_queryset(request), self.field, FILTER_MAX_CHOICES
-            )
+            if "" not in cache:
+                cache[""] = recent_rows(model_admin.get_queryset(request))
+            cache[self.field] = top_values(cache[""], self.field, FILTER_MAX_CHOICES)
         values = list(cache[self.field])
         if self.value() and self.value() not in values:
             values.append(self.value())  # chosen from an older row: keep it on screen
@@ -250,6 +254,17 @@ class RayTaskExecutionAdmin(_NoDelete, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RayTaskExecution]:
         return with_probed_dates(super().get_queryset(request), "created_at")
+
+    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
+    def action_checkbox(self, obj: RayTaskExecution) -> str:
+        # Django's markup, without a form widget rendered through the template engine for
+        # each row (a fifth of a 100-row changelist's CPU time).
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            obj.pk,
+            format_html(_("Select this object for an action - {}"), str(obj)),
+        )
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[RayTaskExecution], search_term: str

@@ -2,7 +2,8 @@
 
 - :func:`grouped_counts`: one ``GROUP BY`` for every value of a column, instead of Django's
   per-choice ``COUNT(...) FILTER (WHERE pk IN (subquery))`` of a :class:`SimpleListFilter`.
-- :func:`recent_values`: a list filter's choices from the latest rows, not the whole table.
+- :func:`recent_rows` and :func:`top_values`: a list filter's choices from the latest rows,
+  not from a scan of the whole table.
 - :class:`GroupedFacetsMixin`: "Show counts" of a list filter from that one ``GROUP BY``.
 - :class:`BoundedCountPaginator`: the changelist's result count is exact up to
   :data:`EXACT_COUNT_LIMIT` rows and the planner's estimate above, so no page load counts
@@ -26,26 +27,32 @@ EXACT_COUNT_LIMIT = 10_000
 RECENT_ROWS = 10_000
 
 
-def recent_values(queryset: QuerySet[Any], field: str, limit: int) -> list[Any]:
-    """The ``limit`` most frequent non-null values of ``field`` among the latest
-    :data:`RECENT_ROWS` rows of ``queryset`` (by primary key): a bounded index scan, where the
-    top values of the whole table would be a ``GROUP BY`` of every row on every page load."""
-    latest = queryset.order_by("-pk").values("pk")[:RECENT_ROWS]
+def grouped_counts(queryset: QuerySet[Any], field: str) -> dict[Any, int]:
+    """``{value: rows}`` of ``field`` over ``queryset``, in one ``GROUP BY`` query."""
+    rows = queryset.order_by().values_list(field).annotate(n=Count("pk"))
+    return {value: n for value, n in rows}
+
+
+def recent_rows(queryset: QuerySet[Any]) -> QuerySet[Any]:
+    """The latest :data:`RECENT_ROWS` rows of ``queryset`` (by primary key), as a primary key
+    range: one index probe finds where the range starts."""
+    cutoff = queryset.order_by("-pk").values_list("pk", flat=True)[RECENT_ROWS - 1 : RECENT_ROWS]
+    return queryset.filter(pk__gte=cutoff[0]) if cutoff else queryset
+
+
+def top_values(queryset: QuerySet[Any], field: str, limit: int) -> list[Any]:
+    """The ``limit`` most frequent non-null values of ``field`` in ``queryset`` (one GROUP BY).
+
+    List filters call it on :func:`recent_rows`: a bounded range of the primary key index,
+    where the top values of the whole table would be a scan of every row on every page load.
+    """
     rows = (
-        queryset.model._default_manager.using(queryset.db)
-        .filter(pk__in=latest)
-        .exclude(**{f"{field}__isnull": True})
+        queryset.exclude(**{f"{field}__isnull": True})
         .values_list(field)
         .annotate(n=Count("pk"))
         .order_by("-n", field)[:limit]
     )
     return [value for value, _n in rows]
-
-
-def grouped_counts(queryset: QuerySet[Any], field: str) -> dict[Any, int]:
-    """``{value: rows}`` of ``field`` over ``queryset``, in one ``GROUP BY`` query."""
-    rows = queryset.order_by().values_list(field).annotate(n=Count("pk"))
-    return {value: n for value, n in rows}
 
 
 class GroupedFacetsMixin:
