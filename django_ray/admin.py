@@ -203,7 +203,9 @@ class RayTaskExecutionAdmin(_NoDelete, admin.ModelAdmin):
     # a non-empty search_fields is what shows the search box.
     search_fields = ("task_id", "callable_path")
     search_help_text = admin_search.HELP_TEXT
-    ordering = ("-id",)
+    # Newest first along the (created_at, id) index of migration 0010, so a date drill-down
+    # reads its own range instead of walking the primary key back from the newest row.
+    ordering = ("-created_at", "-id")
     # Index-probed (admin_dates + the created_at index of migration 0010), not a DISTINCT scan.
     date_hierarchy = "created_at"
     list_per_page = 100

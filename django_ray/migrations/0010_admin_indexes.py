@@ -1,4 +1,5 @@
-"""The admin's index on ``created_at`` (date hierarchy and date drill-downs; docs/performance.md).
+"""The admin's index on ``(created_at, id)``: its newest-first order, date hierarchy and date
+drill-downs (docs/performance.md).
 
 On PostgreSQL it is built with ``CREATE INDEX CONCURRENTLY`` (so ``atomic = False``): a plain
 ``CREATE INDEX`` holds a lock that blocks every enqueue and every worker's claim and finish for
@@ -48,6 +49,6 @@ class Migration(migrations.Migration):
     operations = [
         AddIndexConcurrentlyOnPostgres(
             model_name="raytaskexecution",
-            index=models.Index(fields=["created_at"], name="django_ray_created_idx"),
+            index=models.Index(fields=["created_at", "id"], name="django_ray_created_idx"),
         ),
     ]
