@@ -64,11 +64,11 @@ class _FilterLinks(HTMLParser):
 
 
 def _setup_django(host: str, port: int) -> None:
+    # The test suite's settings (the admin, django_ray, its URLs), on the benchmark's server.
     os.environ.update(
-        BENCH_DB_HOST=host,
-        BENCH_DB_PORT=str(port),
-        BENCH_DB_NAME="bench_admin",
-        DJANGO_SETTINGS_MODULE="bench.admin.settings",
+        DJANGO_RAY_TEST_PG=f"{host}:{port}",
+        DJANGO_RAY_TEST_DB="bench_admin",
+        DJANGO_SETTINGS_MODULE="tests.settings",
     )
     import django
 

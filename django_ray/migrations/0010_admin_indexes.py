@@ -14,29 +14,26 @@ from django.db import migrations, models
 
 
 class AddIndexConcurrentlyOnPostgres(migrations.AddIndex):
-    """``AddIndex``, built concurrently on PostgreSQL and plainly elsewhere (SQLite)."""
+    """``AddIndex``, built (and dropped) concurrently on PostgreSQL and plainly elsewhere."""
 
     def database_forwards(
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
     ) -> None:
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if not self.allow_migrate_model(schema_editor.connection.alias, model):
-            return
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.add_index(model, self.index, concurrently=True)
-        else:
-            schema_editor.add_index(model, self.index)
+        self._apply(app_label, schema_editor, to_state, "add_index")
 
     def database_backwards(
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
     ) -> None:
-        model = from_state.apps.get_model(app_label, self.model_name)
+        self._apply(app_label, schema_editor, from_state, "remove_index")
+
+    def _apply(self, app_label: str, schema_editor: Any, state: Any, method: str) -> None:
+        model = state.apps.get_model(app_label, self.model_name)
         if not self.allow_migrate_model(schema_editor.connection.alias, model):
             return
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.remove_index(model, self.index, concurrently=True)
-        else:
-            schema_editor.remove_index(model, self.index)
+        postgres = schema_editor.connection.vendor == "postgresql"
+        getattr(schema_editor, method)(
+            model, self.index, **({"concurrently": True} if postgres else {})
+        )
 
 
 class Migration(migrations.Migration):
