@@ -72,7 +72,13 @@ class GroupedFacetsMixin:
             self.request,  # type: ignore[attr-defined]
             exclude_parameters=self.expected_parameters(),  # type: ignore[attr-defined]
         )
-        counts = _changelist_facets(changelist, filtered).get(self.facet_field, {})
+        # The row set differs from the page's only by this filter's own parameters, when given.
+        excluded = tuple(
+            (name, tuple(changelist.filter_params[name]))
+            for name in sorted(self.expected_parameters())  # type: ignore[attr-defined]
+            if name in changelist.filter_params
+        )
+        counts = _changelist_facets(changelist, filtered, excluded).get(self.facet_field, {})
         return {
             self.facet_key(i, value): counts.get(value, 0)
             for i, value in enumerate(self.facet_values())
@@ -87,23 +93,25 @@ class GroupedFacetsMixin:
         return f"{index}__c"
 
 
-def _changelist_facets(changelist: Any, filtered: QuerySet[Any]) -> dict[str, dict[Any, int]]:
-    """Counts of every grouped filter's field over ``filtered``, one query per distinct
-    ``filtered`` per page: unfiltered, all filters share one scan of the table."""
-    try:
-        sql, params = filtered.query.sql_with_params()
-    except EmptyResultSet:
-        return {}
+def _changelist_facets(
+    changelist: Any, filtered: QuerySet[Any], excluded: tuple[Any, ...]
+) -> dict[str, dict[Any, int]]:
+    """Counts of every grouped filter's field over ``filtered`` (the page's rows without the
+    ``excluded`` filter parameters), one query per distinct ``excluded``: unfiltered, all
+    filters share one scan of the table. Keyed by parameters, not SQL: a changelist may
+    annotate with ``now()``, which makes every query's text differ."""
     cache = changelist.__dict__.setdefault("_django_ray_facets", {})
-    key = sql + repr(params)
-    if key not in cache:
+    if excluded not in cache:
         fields = [
             spec.facet_field
             for spec in changelist.filter_specs
             if isinstance(spec, GroupedFacetsMixin)
         ]
-        cache[key] = multi_grouped_counts(filtered, list(dict.fromkeys(fields)))
-    return cache[key]
+        try:
+            cache[excluded] = multi_grouped_counts(filtered, list(dict.fromkeys(fields)))
+        except EmptyResultSet:
+            cache[excluded] = {}
+    return cache[excluded]
 
 
 def multi_grouped_counts(queryset: QuerySet[Any], fields: list[str]) -> dict[str, dict[Any, int]]:
