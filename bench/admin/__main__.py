@@ -91,7 +91,12 @@ def _pages(client: Any) -> list[tuple[str, str]]:
     ]
     from django_ray.admin import RayTaskExecutionAdmin
 
-    display = list(RayTaskExecutionAdmin.list_display)
+    # The first column sorting by one of these fields (a field name, or a display function's
+    # ordering), in this order of preference.
+    display = [
+        getattr(getattr(RayTaskExecutionAdmin, item, None), "admin_order_field", item)
+        for item in RayTaskExecutionAdmin.list_display
+    ]
     for column in ("finished_at", "queue_name", "created_at"):
         if column in display:
             pages.append((f"ordered by -{column}", f"{CHANGELIST}?o=-{display.index(column) + 1}"))
