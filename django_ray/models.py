@@ -184,6 +184,8 @@ class RayTaskExecution(models.Model):
                 condition=Q(state__in=[str(s) for s in OWNED_STATES]),
             ),
             models.Index("state", "finished_at", name="django_ray_state_finished_idx"),
+            # The admin: its order (newest first), date hierarchy and drill-downs (migration 0010).
+            models.Index(fields=["created_at", "id"], name="django_ray_created_idx"),
         ]
         constraints = [
             # One live row per dedupe key: enqueue's ON CONFLICT returns the holder instead.

@@ -10,16 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext as _
 
 from django_ray import retry as retry_policy
-from django_ray.admin import actions, display, filters, views
+from django_ray.admin import actions, counts, display, filters, search, views
+from django_ray.admin.dates import with_probed_dates
 from django_ray.durations import format_duration
 from django_ray.lifecycle import rules
 from django_ray.models import (
@@ -138,7 +141,7 @@ class RayTaskExecutionAdmin(admin.ModelAdmin):
     )
     list_display_links = ("short_id",)
     list_filter = (
-        "state",
+        ("state", counts.GroupedChoicesFieldListFilter),
         filters.OwnerFilter,
         filters.DueFilter,
         filters.HeartbeatFilter,
@@ -146,18 +149,20 @@ class RayTaskExecutionAdmin(admin.ModelAdmin):
         filters.CallablePathFilter,
         filters.WorkerFilter,
     )
-    search_fields = (
-        "task_id",
-        "callable_path",
-        "claimed_by_worker",
-        "error_message",
-        "unique_key",
-        "lock_key",
-    )
-    ordering = ("-id",)
+    # Searched by admin.search (index-backed terms), not by Django's scan of these columns;
+    # a non-empty search_fields is what shows the search box.
+    search_fields = ("task_id", "callable_path")
+    search_help_text = search.HELP_TEXT
+    # Newest first along the (created_at, id) index of migration 0009, so a date drill-down
+    # reads its own range instead of walking the primary key back from the newest row.
+    ordering = ("-created_at", "-id")
+    # Index-probed (admin.dates + the created_at index of migration 0009), not a DISTINCT scan.
     date_hierarchy = "created_at"
-    list_per_page = 100
+    # 50 rows: rendering is most of a page's CPU (docs/performance.md, the admin at 200,000 rows).
+    list_per_page = 50
     show_full_result_count = False
+    # Exact counts up to 10,000 rows, the planner's estimate above (admin.counts).
+    paginator = counts.BoundedCountPaginator
     actions = ("retry_selected", "cancel_selected")
     inlines = (TaskAttemptInline, TaskEffectInline)
     change_form_template = "admin/django_ray/raytaskexecution/change_form.html"
@@ -310,6 +315,25 @@ class RayTaskExecutionAdmin(admin.ModelAdmin):
         return self._value(obj, "result_data")
 
     # -- changelist --------------------------------------------------------------------------
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RayTaskExecution]:
+        return with_probed_dates(super().get_queryset(request), "created_at")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[RayTaskExecution], search_term: str
+    ) -> tuple[QuerySet[RayTaskExecution], bool]:
+        return search.search(queryset, search_term), False
+
+    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
+    def action_checkbox(self, obj: RayTaskExecution) -> str:
+        # Django's markup, without a form widget rendered through the template engine for
+        # each row (a fifth of a 100-row changelist's CPU time).
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            obj.pk,
+            format_html(_("Select this object for an action - {}"), str(obj)),
+        )
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return ExecutionChangeList

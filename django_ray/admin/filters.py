@@ -13,10 +13,11 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.options import ShowFacets
-from django.db.models import Count, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from django_ray.admin.counts import GroupedFacetsMixin, recent_rows, top_values
 from django_ray.conf import ray_settings
 from django_ray.models import RayTaskExecution, TaskState, TaskWorkerLease
 
@@ -32,22 +33,31 @@ def facets_shown(request: HttpRequest, model_admin: Any) -> bool:
     )
 
 
-class _TopValuesFilter(admin.SimpleListFilter):
-    """A filter listing the most frequent values of one column (bounded)."""
+class _TopValuesFilter(GroupedFacetsMixin, admin.SimpleListFilter):
+    """A filter listing the most frequent values of one column among the latest rows.
+
+    Choices come from the latest rows only (counts.recent_rows: a bounded range of the primary
+    key, not a GROUP BY of the whole table on every page) and carry no count of their own;
+    "Show counts" counts every filter in one GROUP BY GROUPING SETS (counts.GroupedFacetsMixin).
+    """
 
     field: str = ""
 
+    @property
+    def facet_field(self) -> str:  # type: ignore[override]
+        return self.field
+
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        rows = (
-            model_admin.get_queryset(request)
-            .exclude(**{f"{self.field}__isnull": True})
-            .values(self.field)
-            .annotate(n=Count("id"))
-            .order_by("-n", self.field)[:FILTER_MAX_CHOICES]
-        )
-        if facets_shown(request, model_admin):
-            return [(row[self.field], row[self.field]) for row in rows]
-        return [(row[self.field], f"{row[self.field]} ({row['n']})") for row in rows]
+        # Django builds the filters again for each filter's "Show counts": ask once per request.
+        cache = request.__dict__.setdefault("_django_ray_filter_values", {})
+        if self.field not in cache:
+            if "" not in cache:
+                cache[""] = recent_rows(model_admin.get_queryset(request))
+            cache[self.field] = top_values(cache[""], self.field, FILTER_MAX_CHOICES)
+        values = list(cache[self.field])
+        if self.value() and self.value() not in values:
+            values.append(self.value())  # chosen from an older row: keep it on screen
+        return [(value, value) for value in values]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
