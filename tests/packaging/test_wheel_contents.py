@@ -29,6 +29,11 @@ def test_wheel_holds_the_library(wheel_names: list[str]) -> None:
     assert "django_ray/backends.py" in wheel_names
     assert "django_ray/lifecycle/queries.sql" in wheel_names  # the lifecycle's statements
     assert any(name.startswith("django_ray/migrations/") for name in wheel_names)
+    # The admin console's templates: without them a deployed admin errors on every page.
+    templates = ROOT / "django_ray" / "templates"
+    wanted = [f"django_ray/{t.relative_to(ROOT / 'django_ray')}" for t in templates.rglob("*.html")]
+    assert "django_ray/templates/admin/django_ray/overview.html" in wanted
+    assert [name for name in wanted if name not in wheel_names] == []
 
 
 @pytest.mark.parametrize("prefix", ["django_ray/testing/", "tests/", "testhosts/", "bench/"])
