@@ -3,8 +3,10 @@
 The figures at 200,000 rows are in bench/results/admin.md (bench/admin/run); these tests pin
 what makes them: the admin's queries use indexes (EXPLAIN with sequential scans disabled), a
 changelist page runs a bounded number of queries whatever the row count, "Show counts" is one
-GROUP BY GROUPING SETS for all filters, the date hierarchy probes instead of scanning, and searches mean what
-django_ray/admin/search.py says.
+GROUP BY GROUPING SETS for all filters (of the latest rows above a limit, said in the filter's
+title), the row-set filters (owner, queued, heartbeat) join the page's WHERE instead of an
+`id IN (subquery)`, only index-backed columns sort, the date hierarchy probes instead of
+scanning, and searches mean what django_ray/admin/search.py says.
 """
 
 from __future__ import annotations
