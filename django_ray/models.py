@@ -57,10 +57,16 @@ class LeaseQuerySet(models.QuerySet["TaskWorkerLease"]):
         )
 
 
+def due_condition(now: datetime | None = None) -> Q:
+    """The condition of :meth:`ExecutionQuerySet.due` (every queue) as a ``Q``, for callers
+    that negate it or put it into a larger ``WHERE`` (the admin's due / scheduled filter)."""
+    return Q(state=TaskState.QUEUED, run_after__lte=now or timezone.now())
+
+
 class ExecutionQuerySet(models.QuerySet["RayTaskExecution"]):
     def due(self, queues: list[str] | None, now: datetime | None = None) -> ExecutionQuerySet:
         """QUEUED rows whose ``run_after`` has come, of ``queues`` (None: every queue)."""
-        qs = self.filter(state=TaskState.QUEUED, run_after__lte=now or timezone.now())
+        qs = self.filter(due_condition(now))
         return qs if queues is None else qs.filter(queue_name__in=list(queues))
 
     def owned(self, worker_id: str | None = None) -> ExecutionQuerySet:

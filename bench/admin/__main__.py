@@ -97,7 +97,7 @@ def _pages(client: Any) -> list[tuple[str, str]]:
         getattr(getattr(RayTaskExecutionAdmin, item, None), "admin_order_field", item)
         for item in RayTaskExecutionAdmin.list_display
     ]
-    for column in ("finished_at", "queue_name", "created_at"):
+    for column in ("finished_at", "queue_name", "created_at", "id"):
         if column in display:
             pages.append((f"ordered by -{column}", f"{CHANGELIST}?o=-{display.index(column) + 1}"))
             break
@@ -108,6 +108,9 @@ def _pages(client: Any) -> list[tuple[str, str]]:
     if parser.date_links:
         pages.append(("date hierarchy drill-down", CHANGELIST + parser.date_links[0]))
     pages.append(("show counts (_facets)", CHANGELIST + "?_facets=True"))
+    # Counts with a filter chosen: the facets of the QUEUED rows (exact: a few thousand rows)
+    # and the state facet of every row (its own filter left out).
+    pages.append(("show counts, state QUEUED", CHANGELIST + "?_facets=True&state__exact=QUEUED"))
     sample = RayTaskExecution.objects.order_by("id")[RayTaskExecution.objects.count() // 2]
     pages += [
         ("search task id exact", f"{CHANGELIST}?q={sample.task_id}"),

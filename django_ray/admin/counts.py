@@ -5,7 +5,9 @@
 - :func:`recent_rows` and :func:`top_values`: a list filter's choices from the latest rows,
   not from a scan of the whole table.
 - :class:`GroupedFacetsMixin`: "Show counts" of every list filter of a page from one
-  ``GROUP BY GROUPING SETS`` query (one scan) per distinct filtered row set.
+  ``GROUP BY GROUPING SETS`` query per distinct filtered row set: exact up to
+  :data:`FACET_EXACT_LIMIT` rows, of the latest :data:`RECENT_ROWS` rows above it, and
+  :class:`FacetTitlesChangeList` says so in those filters' titles.
 - :class:`BoundedCountPaginator`: the changelist's result count is exact up to
   :data:`EXACT_COUNT_LIMIT` rows and the planner's estimate above, so no page load counts
   200,000 rows.
@@ -14,19 +16,24 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.contrib.admin import ChoicesFieldListFilter
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Count, QuerySet
+from django.http import HttpRequest
 from django.utils.functional import cached_property
 
 #: Changelist counts are exact up to this many rows; above it they are the planner's estimate.
 EXACT_COUNT_LIMIT = 10_000
 #: List filters offer the values found among this many latest rows.
 RECENT_ROWS = 10_000
+#: "Show counts" counts a filter's row set exactly up to this many rows (planner's estimate);
+#: above it, the latest :data:`RECENT_ROWS` of them, and the filter's title says so.
+FACET_EXACT_LIMIT = 20_000
 
 
 def grouped_counts(queryset: QuerySet[Any], field: str) -> dict[Any, int]:
@@ -62,23 +69,33 @@ class GroupedFacetsMixin:
 
     Put it before ``SimpleListFilter`` (or a ``FieldListFilter``) in the bases and set
     ``facet_field`` to the column the filter's choices are values of. Each choice's count is
-    then the rows of the changelist (with every other filter applied) holding that value.
+    then the rows of the changelist (with every other filter applied) holding that value, or of
+    the latest :data:`RECENT_ROWS` of them when there are more than :data:`FACET_EXACT_LIMIT`
+    (:meth:`facets` tells which).
     """
 
     facet_field: str = ""
 
-    def get_facet_queryset(self, changelist: Any) -> dict[str, int]:
-        filtered = changelist.get_queryset(
-            self.request,  # type: ignore[attr-defined]
-            exclude_parameters=self.expected_parameters(),  # type: ignore[attr-defined]
-        )
+    def facets(self, changelist: Any) -> Facets:
+        """Every grouped filter's counts over this filter's row set (the page's rows without
+        this filter's own parameters), computed once per distinct row set and request."""
         # The row set differs from the page's only by this filter's own parameters, when given.
         excluded = tuple(
             (name, tuple(changelist.filter_params[name]))
             for name in sorted(self.expected_parameters())  # type: ignore[attr-defined]
             if name in changelist.filter_params
         )
-        counts = _changelist_facets(changelist, filtered, excluded).get(self.facet_field, {})
+        cache = changelist.__dict__.setdefault("_django_ray_facets", {})
+        if excluded not in cache:
+            filtered = changelist.get_queryset(
+                self.request,  # type: ignore[attr-defined]
+                exclude_parameters=self.expected_parameters(),  # type: ignore[attr-defined]
+            )
+            cache[excluded] = _changelist_facets(changelist, filtered)
+        return cache[excluded]
+
+    def get_facet_queryset(self, changelist: Any) -> dict[str, int]:
+        counts = self.facets(changelist).counts.get(self.facet_field, {})
         return {
             self.facet_key(i, value): counts.get(value, 0)
             for i, value in enumerate(self.facet_values())
@@ -93,25 +110,43 @@ class GroupedFacetsMixin:
         return f"{index}__c"
 
 
-def _changelist_facets(
-    changelist: Any, filtered: QuerySet[Any], excluded: tuple[Any, ...]
-) -> dict[str, dict[Any, int]]:
-    """Counts of every grouped filter's field over ``filtered`` (the page's rows without the
-    ``excluded`` filter parameters), one query per distinct ``excluded``: unfiltered, all
-    filters share one scan of the table. Keyed by parameters, not SQL: a changelist may
-    annotate with ``now()``, which makes every query's text differ."""
-    cache = changelist.__dict__.setdefault("_django_ray_facets", {})
-    if excluded not in cache:
-        fields = [
-            spec.facet_field
-            for spec in changelist.filter_specs
-            if isinstance(spec, GroupedFacetsMixin)
-        ]
-        try:
-            cache[excluded] = multi_grouped_counts(filtered, list(dict.fromkeys(fields)))
-        except EmptyResultSet:
-            cache[excluded] = {}
-    return cache[excluded]
+class Facets(NamedTuple):
+    """``{field: {value: rows}}`` of one row set, and whether only its latest rows were
+    counted (``sampled``: more than :data:`FACET_EXACT_LIMIT` rows)."""
+
+    counts: dict[str, dict[Any, int]]
+    sampled: bool
+
+
+def _changelist_facets(changelist: Any, filtered: QuerySet[Any]) -> Facets:
+    """Counts of every grouped filter's field over ``filtered``: unfiltered, all filters share
+    one query. Above :data:`FACET_EXACT_LIMIT` rows (the planner's estimate: no row read) the
+    latest :data:`RECENT_ROWS` are counted, a primary key range instead of a scan of the table."""
+    fields = [
+        spec.facet_field for spec in changelist.filter_specs if isinstance(spec, GroupedFacetsMixin)
+    ]
+    sampled = estimated_count(filtered) > FACET_EXACT_LIMIT
+    rows = recent_rows(filtered) if sampled else filtered
+    try:
+        return Facets(multi_grouped_counts(rows, list(dict.fromkeys(fields))), sampled)
+    except EmptyResultSet:
+        return Facets({}, sampled)
+
+
+class FacetTitlesChangeList(ChangeList):
+    """With "Show counts" on, a filter whose counts are of the latest rows only says so in its
+    title ("queue (counts: latest 10,000 rows)"); the counts are computed here, before the
+    sidebar renders the titles, and the sidebar's choices read them from the same cache."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        if not self.add_facets:
+            return
+        specs = self.filter_specs  # each facets() rebuilds changelist.filter_specs: keep ours
+        for spec in specs:
+            if isinstance(spec, GroupedFacetsMixin) and spec.facets(self).sampled:
+                spec.title = f"{spec.title} (counts: latest {RECENT_ROWS:,} rows)"
+        self.filter_specs = specs
 
 
 def multi_grouped_counts(queryset: QuerySet[Any], fields: list[str]) -> dict[str, dict[Any, int]]:

@@ -3,8 +3,10 @@
 The figures at 200,000 rows are in bench/results/admin.md (bench/admin/run); these tests pin
 what makes them: the admin's queries use indexes (EXPLAIN with sequential scans disabled), a
 changelist page runs a bounded number of queries whatever the row count, "Show counts" is one
-GROUP BY GROUPING SETS for all filters, the date hierarchy probes instead of scanning, and searches mean what
-django_ray/admin/search.py says.
+GROUP BY GROUPING SETS for all filters (of the latest rows above a limit, said in the filter's
+title), the row-set filters (owner, queued, heartbeat) join the page's WHERE instead of an
+`id IN (subquery)`, only index-backed columns sort, the date hierarchy probes instead of
+scanning, and searches mean what django_ray/admin/search.py says.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from django.test.utils import CaptureQueriesContext
 from django_ray.admin import counts as admin_counts
 from django_ray.admin import search as admin_search
 from django_ray.admin.dates import distinct_periods
-from django_ray.models import RayTaskExecution, TaskState
+from django_ray.admin.executions import RayTaskExecutionAdmin
+from django_ray.models import RayTaskExecution, TaskState, TaskWorkerLease
 
 pytestmark = pytest.mark.django_db
 CHANGELIST = "/admin/django_ray/raytaskexecution/"
@@ -102,8 +105,8 @@ def test_changelist_queries_are_bounded_and_scan_free() -> None:
         for sql in sqls:
             assert "DATE_TRUNC" not in sql.upper(), f"date hierarchy scans: {sql}"
             assert "UPPER(" not in sql.upper(), f"search scans: {sql}"
-            # The row-set filters (owner, queued, heartbeat) count their few owned or queued
-            # rows by subquery; the column filters must not count a subquery per choice.
+            # No filter narrows or counts by `id IN (subquery)` (a scan per choice or probe).
+            assert '"id" IN (SELECT' not in sql, f"a filter by id subquery: {sql}"
             assert not re.search(
                 r'IN \(SELECT "U0"\."id" FROM \S+ "U0" WHERE "U0"\."(queue_name|callable_path|'
                 r'claimed_by_worker|state)" =',
@@ -176,3 +179,91 @@ def test_search_terms() -> None:
         r.task_id for r in rows if r.error_message and "row 6" in r.error_message
     }
     assert ids("nothing-like-this") == set()
+
+
+def _facet(body: str, label: str) -> int:
+    """The count "Show counts" prints after a filter choice's label."""
+    match = re.search(re.escape(label) + r" \((\d+)\)", body)
+    assert match, f"no count for {label!r}"
+    return int(match.group(1))
+
+
+def test_row_set_filters_join_the_where_and_count_their_own_rows() -> None:
+    rows = _fill(270)  # 30 RUNNING and 30 QUEUED rows (the 9-state cycle)
+    now = datetime.now(UTC)
+    running_pks = [r.pk for r in rows if r.state == TaskState.RUNNING]
+    RayTaskExecution.objects.filter(pk__in=running_pks[::2]).update(claimed_by_worker="worker-0")
+    TaskWorkerLease.objects.create(
+        worker_id="worker-0",
+        hostname="h",
+        pid=1,
+        queue_name="q0",
+        expires_at=now + timedelta(hours=1),
+    )
+    running = RayTaskExecution.objects.filter(state=TaskState.RUNNING)
+    running.update(last_heartbeat_at=now - timedelta(hours=2))  # stuck: orphaned unless worker-0
+    queued = [r.pk for r in rows if r.state == TaskState.QUEUED]
+    RayTaskExecution.objects.filter(pk__in=queued[:7]).update(run_after=now + timedelta(hours=1))
+    client = _client()
+    expected = {
+        "owner=orphaned": running.exclude(claimed_by_worker="worker-0"),
+        "owner=alive": running.filter(claimed_by_worker="worker-0"),
+        "heartbeat=stale": running,
+        "queued=due": RayTaskExecution.objects.filter(pk__in=queued[7:]),
+        "queued=scheduled": RayTaskExecution.objects.filter(pk__in=queued[:7]),
+    }
+    for query, rows_expected in expected.items():
+        with CaptureQueriesContext(connection) as ctx:
+            response = client.get(f"{CHANGELIST}?{query}&queue=q1&created_at__year=2026")
+        shown = {r.pk for r in response.context["cl"].result_list}
+        assert shown == set(
+            rows_expected.filter(queue_name="q1", created_at__year=2026).values_list(
+                "pk", flat=True
+            )
+        ), query
+        assert shown, query  # the fill gives every case rows in q1 in 2026
+        for sql in (q["sql"] for q in ctx):
+            assert '"id" IN (SELECT' not in sql, f"{query} filters by id subquery: {sql}"
+    # Show counts: exact, within the page's other filters (queue q1), one COUNT per choice.
+    body = client.get(f"{CHANGELIST}?_facets=True&queue=q1").content.decode()
+    in_q1 = {name: qs.filter(queue_name="q1").count() for name, qs in expected.items()}
+    assert _facet(body, "orphaned (recovery takes over)") == in_q1["owner=orphaned"]
+    assert _facet(body, "owner alive") == in_q1["owner=alive"]
+    assert _facet(body, "older than the lease") == in_q1["heartbeat=stale"]
+    assert _facet(body, "due now") == in_q1["queued=due"]
+    assert _facet(body, "scheduled (run_after later)") == in_q1["queued=scheduled"]
+
+
+def test_show_counts_above_the_limit_count_the_latest_rows_and_say_so(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _fill(450)  # 50 FAILED
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE django_ray_raytaskexecution")
+    monkeypatch.setattr(admin_counts, "FACET_EXACT_LIMIT", 200)
+    monkeypatch.setattr(admin_counts, "RECENT_ROWS", 90)
+    client = _client()
+
+    def noted(body: str) -> set[str]:
+        return set(re.findall(r"By ([\w ]+) \(counts: latest 90 rows\)", body))
+
+    body = client.get(CHANGELIST + "?_facets=True").content.decode()
+    # Every column facet counts the latest 90 rows (q0..q4: 18 each) and says so in its title.
+    assert noted(body) == {"state", "queue", "callable path", "worker"}
+    assert all(_facet(body, f"q{i}") == 18 for i in range(5))
+    # A row set under the limit (50 FAILED rows) is counted exactly, without the note.
+    body = client.get(CHANGELIST + "?_facets=True&state__exact=FAILED").content.decode()
+    assert noted(body) == {"state"}  # the state facet ignores its own filter: 450 rows
+    assert sum(_facet(body, f"q{i}") for i in range(5)) == 50
+
+
+def test_only_index_backed_columns_sort() -> None:
+    sortable = {
+        name
+        for name in RayTaskExecutionAdmin.list_display
+        if getattr(getattr(RayTaskExecutionAdmin, name, None), "admin_order_field", None)
+    }
+    assert sortable == {"short_id"}
+    _fill(500)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE django_ray_raytaskexecution")
+    plan = _plan(RayTaskExecution.objects.order_by("-id")[:50])
+    assert "Seq Scan" not in plan and "Sort" not in plan, plan
