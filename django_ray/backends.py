@@ -39,7 +39,7 @@ from django_ray.errors import (
     ResultNotKept,
     TaskNotEnqueuedYet,
 )
-from django_ray.lifecycle import unique
+from django_ray.lifecycle import insert, unique
 from django_ray.models import KEY_MAX_LENGTH, RayTaskExecution, TaskAttempt, TaskState
 from django_ray.serialization import NotJSONSerializable, check_json, dumps
 from django_ray.task_paths import resolve_task
@@ -363,7 +363,7 @@ class RayTaskBackend(BaseTaskBackend):
     def _write(self, task: Task, row: RayTaskExecution) -> TaskResult:
         """Insert a checked row (or find the holder of its unique key) and announce it."""
         if row.unique_key is None:
-            row.save(using=self.database, force_insert=True)
+            insert.insert(row, self.database)
         else:
             row, created = unique.insert_unique(row, self.database)
             if not created:

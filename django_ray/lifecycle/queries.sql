@@ -15,14 +15,34 @@
 -- anti-join with the few held keys that a row without a key never matches, not behind an OR.
 -- The partial unique index on held lock keys (migration 0006) is the guarantee behind all
 -- this: a claim that still loses a race fails whole and claims again (claim.py).
-WITH candidate AS (
+-- Fair share: with other live workers on these queues, one claim takes at most its share of the
+-- due rows (due / live workers, at least 1), so the first worker to wake cannot take a whole
+-- burst while its peers claim nothing; alone it takes the full limit without counting. The
+-- count stops at limit x workers rows, so it never scans a long backlog.
+WITH peers AS (
+    SELECT greatest(1, count(*)) AS n FROM django_ray_taskworkerlease
+    WHERE is_active AND expires_at >= now()
+      AND (%(all_queues)s OR queue_name = '*'
+           OR string_to_array(queue_name, ',') && %(queues)s::text[])
+),
+share AS (
+    SELECT CASE WHEN n = 1 THEN %(limit)s ELSE least(%(limit)s, ceil(greatest(1, (
+        SELECT count(*) FROM (
+            SELECT 1 FROM django_ray_raytaskexecution
+            WHERE state = 'QUEUED' AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
+              AND run_after <= now()
+            LIMIT %(limit)s * (SELECT n FROM peers)
+        ) AS d))::numeric / n)::int) END AS n
+    FROM peers
+),
+candidate AS (
     SELECT id, lock_key, priority, run_after FROM django_ray_raytaskexecution AS q
     WHERE state = 'QUEUED' AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
       AND run_after <= now()
       AND NOT EXISTS (SELECT 1 FROM django_ray_raytaskexecution AS o
                       WHERE o.lock_key = q.lock_key AND {lock_key_held_o})
     ORDER BY priority DESC, run_after, id
-    LIMIT %(limit)s
+    LIMIT (SELECT n FROM share)
     FOR UPDATE OF q SKIP LOCKED
 ),
 due AS (
@@ -48,7 +68,17 @@ FROM due
 WHERE t.id = due.id
 RETURNING t.id, t.task_id, t.callable_path, t.queue_name, t.priority, t.takes_context, t.args,
           t.kwargs, t.attempt_number, t.max_attempts, t.timeout_seconds, t.backend_alias,
-          t.created_at, t.run_after, t.last_attempted_at, t.worker_ids, t.lock_key;
+          t.created_at, t.run_after, t.last_attempted_at, t.worker_ids, t.lock_key,
+          (SELECT n FROM share) AS allowed;
+
+-- name: enqueue --
+-- Enqueue one row (no dedupe key): the ORM's save() spends about 1 ms of client CPU compiling
+-- a 30-column INSERT per call, this statement a fraction of that. The column list is rendered
+-- from the model's fields, so a new column can never be left out. The NOTIFY trigger wakes the
+-- workers as for any insert.
+INSERT INTO django_ray_raytaskexecution ({execution_columns})
+VALUES ({execution_values})
+RETURNING id;
 
 -- name: enqueue_unique --
 -- Enqueue a row with a dedupe key. ON CONFLICT names the partial unique index of held keys

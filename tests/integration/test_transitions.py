@@ -7,7 +7,7 @@ import datetime
 import pytest
 from django.utils import timezone
 
-from django_ray.lifecycle import IllegalTransition, claim, operator, record
+from django_ray.lifecycle import IllegalTransition, claim, leases, operator, record
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
 from django_ray.outcomes import Outcome, OutcomeKind
 from tests import tasks
@@ -80,6 +80,36 @@ def test_claim_respects_the_limit() -> None:
     assert len(claim.claim("w1", ["default"], 2)) == 2
     assert len(claim.claim("w2", ["default"], 10)) == 3
     assert claim.claim("w3", ["default"], 0) == []
+
+
+def test_a_claim_takes_its_share_of_the_due_rows_when_other_workers_are_live() -> None:
+    """The first of two live workers to wake takes half a burst, not the whole (issue 13)."""
+    backend = tasks.add.get_backend()
+    backend.enqueue_many(tasks.add, [((i, i), {}) for i in range(200)])
+    # Alone, a worker takes up to its limit (no share to keep for anyone).
+    leases.register_lease("w1", "host", 1, ["default"], "ray_core", 4, 60.0)
+    first = claim.claim("w1", ["default"], 150)
+    assert len(first) == 150 and first.full
+    RayTaskExecution.objects.filter(pk__in=[t.id for t in first]).update(
+        state=S.QUEUED, attempt_number=0, worker_ids=[]
+    )
+    # Two live workers polling the queue (one on every queue, one on another queue only: it
+    # does not share this queue): each claim takes at most ceil(due / 2).
+    leases.register_lease("w2", "host", 2, None, "ray_core", 4, 60.0)
+    leases.register_lease("elsewhere", "host", 3, ["other"], "ray_core", 4, 60.0)
+    leases.register_lease("gone", "host", 4, ["default"], "ray_core", 4, 60.0)
+    leases.release_lease("gone")
+    a = claim.claim("w1", ["default"], 150)
+    assert len(a) == 100 and a.full  # its share is all it was allowed: more may be due
+    b = claim.claim("w2", ["default"], 150)
+    assert len(b) == 50 and b.full  # 100 due left: half of them
+    c = claim.claim("w1", ["default"], 10)
+    assert len(c) == 10 and c.full  # the limit binds first
+    rest = [claim.claim(w, ["default"], 150) for w in ("w2", "w1", "w2", "w1", "w2")]
+    assert [len(r) for r in rest] == [20, 10, 5, 3, 1]
+    assert len(claim.claim("w1", ["default"], 150)) == 1  # a last row is never withheld
+    empty = claim.claim("w2", None, 5)
+    assert empty == [] and not empty.full
 
 
 def test_outcome_of_a_row_not_owned_is_refused() -> None:
