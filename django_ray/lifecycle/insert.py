@@ -8,6 +8,9 @@ most of an enqueue compiling its INSERT (see ``docs/performance.md``), so Postgr
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+
 from django.db import transaction
 
 from django_ray.lifecycle import statements
@@ -29,3 +32,38 @@ def saved(row: RayTaskExecution, pk: int, using: str) -> None:
     """Mark ``row`` as inserted with primary key ``pk``, as ``save()`` would have."""
     row.pk = pk
     row._state.adding, row._state.db = False, using
+
+
+def insert_many(
+    template: RayTaskExecution,
+    calls: Sequence[tuple[str, object, object, str, str]],
+    using: str,
+    batch_size: int,
+) -> None:
+    """Insert one row per call, each ``template`` but for its id, args and kwargs, atomically.
+
+    ``calls`` holds ``(task_id, args, kwargs, args_json, kwargs_json)``: the checked values and
+    their JSON text (PostgreSQL binds the text, so nothing is serialized twice).
+    """
+    with transaction.atomic(using=using):
+        if not statements.is_postgres(using):
+            RayTaskExecution.objects.using(using).bulk_create(
+                [_copy(template, task_id, a, k) for task_id, a, k, _, _ in calls],
+                batch_size=batch_size,
+            )
+            return
+        params = statements.execution_params(template, using)
+        for start in range(0, len(calls), batch_size):
+            batch = calls[start : start + batch_size]
+            params["task_ids"] = [call[0] for call in batch]
+            params["args_texts"] = [call[3] for call in batch]
+            params["kwargs_texts"] = [call[4] for call in batch]
+            statements.fetchall("enqueue_many", params, using)
+
+
+def _copy(
+    template: RayTaskExecution, task_id: str, args: object, kwargs: object
+) -> RayTaskExecution:
+    row = copy.copy(template)
+    row.task_id, row.args, row.kwargs = task_id, args, kwargs
+    return row
