@@ -15,10 +15,12 @@
 -- anti-join with the few held keys that a row without a key never matches, not behind an OR.
 -- The partial unique index on held lock keys (migration 0006) is the guarantee behind all
 -- this: a claim that still loses a race fails whole and claims again (claim.py).
--- Fair share: with other live workers on these queues, one claim takes at most its share of the
--- due rows (due / live workers, at least 1), so the first worker to wake cannot take a whole
--- burst while its peers claim nothing; alone it takes the full limit without counting. The
--- count stops at limit x workers rows, so it never scans a long backlog.
+-- Fair share: with other live workers on these queues, a claim takes at most this worker's
+-- share of the outstanding work, (due + running rows) / live workers, less the rows it already
+-- runs (at least 1). Counting the running rows is what makes two workers split a burst evenly
+-- when one always claims first (half of the rest each time would give it two thirds); a peer
+-- that stalls keeps its running rows as its share, so the others still drain the queue. Alone,
+-- a worker takes the full limit without counting; counts stop at limit x workers rows.
 WITH peers AS (
     SELECT greatest(1, count(*)) AS n FROM django_ray_taskworkerlease
     WHERE is_active AND expires_at >= now()
@@ -26,13 +28,20 @@ WITH peers AS (
            OR string_to_array(queue_name, ',') && %(queues)s::text[])
 ),
 share AS (
-    SELECT CASE WHEN n = 1 THEN %(limit)s ELSE least(%(limit)s, ceil(greatest(1, (
+    SELECT CASE WHEN n = 1 THEN %(limit)s ELSE least(%(limit)s, greatest(1, ceil(((
         SELECT count(*) FROM (
             SELECT 1 FROM django_ray_raytaskexecution
             WHERE state = 'QUEUED' AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
               AND run_after <= now()
             LIMIT %(limit)s * (SELECT n FROM peers)
-        ) AS d))::numeric / n)::int) END AS n
+        ) AS d) + (
+        SELECT count(*) FROM (
+            SELECT 1 FROM django_ray_raytaskexecution
+            WHERE {owned} AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
+            LIMIT %(limit)s * (SELECT n FROM peers)
+        ) AS r))::numeric / n)::int - (
+        SELECT count(*) FROM django_ray_raytaskexecution
+        WHERE claimed_by_worker = %(worker)s AND {owned})::int)) END AS n
     FROM peers
 ),
 candidate AS (

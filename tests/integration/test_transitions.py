@@ -82,7 +82,7 @@ def test_claim_respects_the_limit() -> None:
     assert claim.claim("w3", ["default"], 0) == []
 
 
-def test_a_claim_takes_its_share_of_the_due_rows_when_other_workers_are_live() -> None:
+def test_a_claim_takes_its_share_of_the_work_when_other_workers_are_live() -> None:
     """The first of two live workers to wake takes half a burst, not the whole (issue 13)."""
     backend = tasks.add.get_backend()
     backend.enqueue_many(tasks.add, [((i, i), {}) for i in range(200)])
@@ -91,10 +91,10 @@ def test_a_claim_takes_its_share_of_the_due_rows_when_other_workers_are_live() -
     first = claim.claim("w1", ["default"], 150)
     assert len(first) == 150 and first.full
     RayTaskExecution.objects.filter(pk__in=[t.id for t in first]).update(
-        state=S.QUEUED, attempt_number=0, worker_ids=[]
+        state=S.QUEUED, attempt_number=0, worker_ids=[], claimed_by_worker=None
     )
-    # Two live workers polling the queue (one on every queue, one on another queue only: it
-    # does not share this queue): each claim takes at most ceil(due / 2).
+    # Two live workers poll the queue (one on every queue; "elsewhere" polls another queue and
+    # "gone" has stopped, so neither counts): a claim takes (due + running) / 2 less its own.
     leases.register_lease("w2", "host", 2, None, "ray_core", 4, 60.0)
     leases.register_lease("elsewhere", "host", 3, ["other"], "ray_core", 4, 60.0)
     leases.register_lease("gone", "host", 4, ["default"], "ray_core", 4, 60.0)
@@ -102,14 +102,15 @@ def test_a_claim_takes_its_share_of_the_due_rows_when_other_workers_are_live() -
     a = claim.claim("w1", ["default"], 150)
     assert len(a) == 100 and a.full  # its share is all it was allowed: more may be due
     b = claim.claim("w2", ["default"], 150)
-    assert len(b) == 50 and b.full  # 100 due left: half of them
-    c = claim.claim("w1", ["default"], 10)
-    assert len(c) == 10 and c.full  # the limit binds first
-    rest = [claim.claim(w, ["default"], 150) for w in ("w2", "w1", "w2", "w1", "w2")]
-    assert [len(r) for r in rest] == [20, 10, 5, 3, 1]
-    assert len(claim.claim("w1", ["default"], 150)) == 1  # a last row is never withheld
-    empty = claim.claim("w2", None, 5)
-    assert empty == [] and not empty.full
+    assert len(b) == 100  # w1's running rows are w1's share: w2 takes the other half
+    nothing = claim.claim("w1", ["default"], 150)
+    assert nothing == [] and not nothing.full
+    # w1 finished its half; w2 stalls on its 100. A new burst of 60: (60 + 100) / 2 = 80
+    # allowed, so w1 takes all 60: a stalled peer's running rows do not hold the queue up.
+    RayTaskExecution.objects.filter(claimed_by_worker="w1").update(state=S.SUCCEEDED)
+    backend.enqueue_many(tasks.add, [((i, i), {}) for i in range(60)])
+    assert len(claim.claim("w1", ["default"], 10)) == 10  # the limit binds first
+    assert len(claim.claim("w1", ["default"], 150)) == 50
 
 
 def test_outcome_of_a_row_not_owned_is_refused() -> None:
