@@ -35,8 +35,8 @@ def claim(
     """Claim up to ``limit`` due rows in priority order, FIFO among equals.
 
     With other live workers on these queues (PostgreSQL), a claim takes at most its fair share
-    of the work: (due + running rows) / live workers, less the rows it already runs, at least
-    one (see ``claim_due``), so two workers woken by one burst split it instead of the first
+    of the work: the larger of due / live workers and (due + running rows) / live workers less
+    the rows it already runs (see ``claim_due``), so two workers woken by one burst split it instead of the first
     taking it all. Each claimed task's
     ``started_at`` is the start of this attempt (the row's ``started_at`` stays the first
     attempt's).

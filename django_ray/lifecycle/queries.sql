@@ -16,11 +16,12 @@
 -- The partial unique index on held lock keys (migration 0006) is the guarantee behind all
 -- this: a claim that still loses a race fails whole and claims again (claim.py).
 -- Fair share: with other live workers on these queues, a claim takes at most this worker's
--- share of the outstanding work, (due + running rows) / live workers, less the rows it already
--- runs (at least 1). Counting the running rows is what makes two workers split a burst evenly
--- when one always claims first (half of the rest each time would give it two thirds); a peer
--- that stalls keeps its running rows as its share, so the others still drain the queue. Alone,
--- a worker takes the full limit without counting; counts stop at limit x workers rows.
+-- share: the larger of due / live workers and (due + running rows) / live workers less the rows
+-- it already runs (at least 1). Counting the running rows is what makes two workers split a
+-- burst evenly when one always claims first (half of the rest each time would give it two
+-- thirds); due / workers keeps batches large when a peer has stopped without releasing its
+-- lease yet. Alone, a worker takes the full limit without counting (the lateral join is
+-- empty); counts stop at limit x workers rows.
 WITH peers AS (
     SELECT greatest(1, count(*)) AS n FROM django_ray_taskworkerlease
     WHERE is_active AND expires_at >= now()
@@ -28,21 +29,23 @@ WITH peers AS (
            OR string_to_array(queue_name, ',') && %(queues)s::text[])
 ),
 share AS (
-    SELECT CASE WHEN n = 1 THEN %(limit)s ELSE least(%(limit)s, greatest(1, ceil(((
-        SELECT count(*) FROM (
-            SELECT 1 FROM django_ray_raytaskexecution
-            WHERE state = 'QUEUED' AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
-              AND run_after <= now()
-            LIMIT %(limit)s * (SELECT n FROM peers)
-        ) AS d) + (
-        SELECT count(*) FROM (
-            SELECT 1 FROM django_ray_raytaskexecution
-            WHERE {owned} AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
-            LIMIT %(limit)s * (SELECT n FROM peers)
-        ) AS r))::numeric / n)::int - (
-        SELECT count(*) FROM django_ray_raytaskexecution
-        WHERE claimed_by_worker = %(worker)s AND {owned})::int)) END AS n
-    FROM peers
+    SELECT CASE WHEN p.n = 1 THEN %(limit)s ELSE least(%(limit)s, greatest(
+        1, ceil(c.due::numeric / p.n)::int, ceil((c.due + c.running)::numeric / p.n)::int - c.mine
+    )) END AS n
+    FROM peers AS p LEFT JOIN LATERAL (
+        SELECT (SELECT count(*) FROM (
+                    SELECT 1 FROM django_ray_raytaskexecution
+                    WHERE state = 'QUEUED' AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
+                      AND run_after <= now()
+                    LIMIT %(limit)s * (SELECT n FROM peers)) AS d) AS due,
+               (SELECT count(*) FROM (
+                    SELECT 1 FROM django_ray_raytaskexecution
+                    WHERE {owned} AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
+                    LIMIT %(limit)s * (SELECT n FROM peers)) AS r) AS running,
+               (SELECT count(*) FROM django_ray_raytaskexecution
+                WHERE claimed_by_worker = %(worker)s AND {owned})::int AS mine
+        WHERE p.n > 1
+    ) AS c ON true
 ),
 candidate AS (
     SELECT id, lock_key, priority, run_after FROM django_ray_raytaskexecution AS q

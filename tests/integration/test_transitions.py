@@ -111,6 +111,11 @@ def test_a_claim_takes_its_share_of_the_work_when_other_workers_are_live() -> No
     backend.enqueue_many(tasks.add, [((i, i), {}) for i in range(60)])
     assert len(claim.claim("w1", ["default"], 10)) == 10  # the limit binds first
     assert len(claim.claim("w1", ["default"], 150)) == 50
+    # A peer that stopped without releasing its lease yet: due / 2 keeps the batches large
+    # though w1 runs more than (due + running) / 2.
+    backend.enqueue_many(tasks.add, [((i, i), {}) for i in range(40)])
+    leases.register_lease("stopped", "host", 5, ["default"], "ray_core", 4, 60.0)
+    assert len(claim.claim("w1", ["default"], 150)) == 14  # ceil(40 / 3)
 
 
 def test_outcome_of_a_row_not_owned_is_refused() -> None:
