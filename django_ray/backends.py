@@ -22,7 +22,6 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core import checks
-from django.db import transaction
 from django.tasks import Task
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import TaskError, TaskResult, TaskResultStatus
@@ -39,7 +38,7 @@ from django_ray.errors import (
     ResultNotKept,
     TaskNotEnqueuedYet,
 )
-from django_ray.lifecycle import unique
+from django_ray.lifecycle import insert, unique
 from django_ray.models import KEY_MAX_LENGTH, RayTaskExecution, TaskAttempt, TaskState
 from django_ray.serialization import NotJSONSerializable, check_json, dumps
 from django_ray.task_paths import resolve_task
@@ -302,6 +301,13 @@ class RayTaskBackend(BaseTaskBackend):
     def _checked_arguments(
         self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]
     ) -> tuple[list[Any], dict[str, Any]]:
+        checked_args, checked_kwargs, _, _ = self._checked_json(task, args, kwargs)
+        return checked_args, checked_kwargs
+
+    def _checked_json(
+        self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any], str, str]:
+        """The checked arguments and their JSON text (checked once, serialized once)."""
         try:
             checked_args = check_json(list(args), "args")
             checked_kwargs = check_json(dict(kwargs), "kwargs")
@@ -310,14 +316,15 @@ class RayTaskBackend(BaseTaskBackend):
                 f"Cannot enqueue {task.module_path}: argument {exc.path} {exc.problem}."
             ) from exc
         limit = int(ray_settings().MAX_ARGS_SIZE_BYTES)
-        size = len(dumps(checked_args).encode()) + len(dumps(checked_kwargs).encode())
+        args_json, kwargs_json = dumps(checked_args), dumps(checked_kwargs)
+        size = len(args_json.encode()) + len(kwargs_json.encode())
         if size > limit:
             raise ArgumentsTooLarge(
                 f"Cannot enqueue {task.module_path}: its arguments are {size} bytes of JSON, "
                 f"more than DJANGO_RAY['MAX_ARGS_SIZE_BYTES'] ({limit}). Pass an id or a "
                 "storage reference and load the data in the task, or raise the limit."
             )
-        return checked_args, checked_kwargs
+        return checked_args, checked_kwargs, args_json, kwargs_json
 
     def _new_row(
         self,
@@ -398,7 +405,7 @@ class RayTaskBackend(BaseTaskBackend):
     def _write(self, task: Task, row: RayTaskExecution) -> TaskResult:
         """Insert a checked row (or find the holder of its unique key) and announce it."""
         if row.unique_key is None:
-            row.save(using=self.database, force_insert=True)
+            insert.insert(row, self.database)
         else:
             row, created = unique.insert_unique(row, self.database)
             if not created:
@@ -424,14 +431,16 @@ class RayTaskBackend(BaseTaskBackend):
             # One key for every call: the first call enqueues, the others get its result.
             return [self.enqueue(task, args, kwargs) for args, kwargs in calls]
         resolve_task(task.module_path, task.func)
-        now = timezone.now()
-        rows = [
-            self._new_row(task, *self._checked_arguments(task, args, kwargs), now)
-            for args, kwargs in calls
+        checked = [
+            (uuid.uuid4().hex, *self._checked_json(task, args, kwargs)) for args, kwargs in calls
         ]
-        with transaction.atomic(using=self.database):
-            RayTaskExecution.objects.using(self.database).bulk_create(rows, batch_size=batch_size)
-        results = [self._result_from_row(row, task=task) for row in rows]
+        now = timezone.now()
+        template = self._new_row(task, [], {}, now, task_id="")
+        insert.insert_many(template, checked, self.database, batch_size)
+        results = [
+            self._result_from_row(template, task=task, new=(task_id, args, kwargs))
+            for task_id, args, kwargs, _, _ in checked
+        ]
         for result in results:
             task_enqueued.send(type(self), task_result=result)
         return results
@@ -490,17 +499,21 @@ class RayTaskBackend(BaseTaskBackend):
         row: RayTaskExecution,
         task: Task | None = None,
         errors: list[TaskError] | None = None,
+        new: tuple[str, list[Any], dict[str, Any]] | None = None,
     ) -> TaskResult:
+        """The result of ``row``; ``new``: of the row ``(task_id, args, kwargs)`` inserted
+        from the ``row`` template (``enqueue_many`` builds no model per row)."""
+        task_id, args, kwargs = new or (row.task_id, row.args, row.kwargs)
         result = RayTaskResult(
             task=task or self._task_for_row(row),
-            id=row.task_id,
+            id=task_id,
             status=STATUS_BY_STATE[row.state],
             enqueued_at=row.created_at,
             started_at=row.started_at,
             finished_at=row.finished_at,
             last_attempted_at=row.last_attempted_at or row.started_at,
-            args=row.args,
-            kwargs=row.kwargs,
+            args=args,
+            kwargs=kwargs,
             backend=self.alias,
             errors=errors or [],
             worker_ids=list(row.worker_ids),

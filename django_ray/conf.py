@@ -346,7 +346,10 @@ CLAIM_MAX_ARGS_BYTES = 256 * 1024 * 1024
 
 def claim_batch_limit(free_slots: int) -> int:
     """How many rows the next claim may fetch: free slots, ``CLAIM_BATCH_SIZE``, and the
-    argument bytes bound (rows x ``MAX_ARGS_SIZE_BYTES`` <= :data:`CLAIM_MAX_ARGS_BYTES`)."""
+    argument bytes bound (rows x ``MAX_ARGS_SIZE_BYTES`` <= :data:`CLAIM_MAX_ARGS_BYTES`).
+
+    With other live workers on its queues, the claim itself then takes at most this worker's
+    share of the outstanding work (:func:`django_ray.lifecycle.claim.claim`)."""
     conf = ray_settings()
     by_bytes = max(1, CLAIM_MAX_ARGS_BYTES // int(conf.MAX_ARGS_SIZE_BYTES))
     return max(0, min(free_slots, int(conf.CLAIM_BATCH_SIZE), by_bytes))

@@ -7,7 +7,8 @@ module                    owns
                           the CANCELLING rule (each once; SQL fragments rendered from them)
 ``queries.sql``           every PostgreSQL statement, once, by name, with why it is shaped so
 :mod:`.statements`        loads ``queries.sql``; runs a statement by name
-:mod:`.claim`             QUEUED -> RUNNING for a batch of due rows
+:mod:`.insert`            a new QUEUED row (enqueue); :mod:`.unique` one with a dedupe key
+:mod:`.claim`             QUEUED -> RUNNING for a batch of due rows (each worker its share)
 :mod:`.record`            outcomes: plan (pure), sanitize, record a batch (split on bad rows)
 :mod:`.sanitize`          outcome text and return values made storable
 :mod:`.recover`           lease expiry, stuck detection, LOST -> QUEUED

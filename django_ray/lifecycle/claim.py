@@ -23,16 +23,27 @@ logger = logging.getLogger("django_ray.worker")
 LOCK_SPACE = zlib.crc32(b"django_ray.lock_key") - 2**31
 
 
+class ClaimBatch(list[ClaimedTask]):
+    """The tasks of one claim; ``full`` when it took all it was allowed, so more may be due."""
+
+    full: bool = False
+
+
 def claim(
     worker_id: str, queues: Sequence[str] | None, limit: int, using: str = "default"
-) -> list[ClaimedTask]:
+) -> ClaimBatch:
     """Claim up to ``limit`` due rows in priority order, FIFO among equals.
 
-    Each claimed task's ``started_at`` is the start of this attempt (the row's ``started_at``
-    stays the first attempt's).
+    With other live workers on these queues (PostgreSQL), a claim takes at most its fair share
+    of the work: the larger of due / live workers and (due + running rows) / live workers less
+    the rows it already runs (see ``claim_due``), so two workers woken by one burst split it instead of the first
+    taking it all. Each claimed task's
+    ``started_at`` is the start of this attempt (the row's ``started_at`` stays the first
+    attempt's).
     """
+    batch = ClaimBatch()
     if limit <= 0:
-        return []
+        return batch
     if statements.is_postgres(using):
         params = {
             "worker": worker_id,
@@ -51,12 +62,14 @@ def claim(
             # Two claims raced for one lock key and the unique index refused the second: nothing
             # of this batch changed; the next pass sees the key held and passes it over.
             logger.info("claim lost a race for a lock key (%s); claiming again", exc)
-            return []
-        claimed = [_from_row(row) for row in rows]
+            return batch
+        batch.extend(_from_row(row[:-1]) for row in rows)
+        batch.full = bool(rows) and len(rows) == rows[0][-1]
     else:
-        claimed = _claim_portable(worker_id, queues, limit, using)
-    claimed.sort(key=lambda t: (-t.priority, t.run_after, t.id))
-    return claimed
+        batch.extend(_claim_portable(worker_id, queues, limit, using))
+        batch.full = len(batch) == limit
+    batch.sort(key=lambda t: (-t.priority, t.run_after, t.id))
+    return batch
 
 
 def _json(value: object) -> object:

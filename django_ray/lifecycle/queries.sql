@@ -19,7 +19,39 @@
 -- few hundred rows were running (bench/ hist workload).
 -- The partial unique index on held lock keys (migration 0006) is the guarantee behind all
 -- this: a claim that still loses a race fails whole and claims again (claim.py).
-WITH held AS MATERIALIZED (
+-- Fair share: with other live workers on these queues, a claim takes at most this worker's
+-- share: the larger of due / live workers and (due + running rows) / live workers less the rows
+-- it already runs (at least 1). Counting the running rows is what makes two workers split a
+-- burst evenly when one always claims first (half of the rest each time would give it two
+-- thirds); due / workers keeps batches large when a peer has stopped without releasing its
+-- lease yet. Alone, a worker takes the full limit without counting (the lateral join is
+-- empty); counts stop at limit x workers rows.
+WITH peers AS (
+    SELECT greatest(1, count(*)) AS n FROM django_ray_taskworkerlease
+    WHERE is_active AND expires_at >= now()
+      AND (%(all_queues)s OR queue_name = '*'
+           OR string_to_array(queue_name, ',') && %(queues)s::text[])
+),
+share AS (
+    SELECT CASE WHEN p.n = 1 THEN %(limit)s ELSE least(%(limit)s, greatest(
+        1, ceil(c.due::numeric / p.n)::int, ceil((c.due + c.running)::numeric / p.n)::int - c.mine
+    )) END AS n
+    FROM peers AS p LEFT JOIN LATERAL (
+        SELECT (SELECT count(*) FROM (
+                    SELECT 1 FROM django_ray_raytaskexecution
+                    WHERE state = 'QUEUED' AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
+                      AND run_after <= now()
+                    LIMIT %(limit)s * (SELECT n FROM peers)) AS d) AS due,
+               (SELECT count(*) FROM (
+                    SELECT 1 FROM django_ray_raytaskexecution
+                    WHERE {owned} AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
+                    LIMIT %(limit)s * (SELECT n FROM peers)) AS r) AS running,
+               (SELECT count(*) FROM django_ray_raytaskexecution
+                WHERE claimed_by_worker = %(worker)s AND {owned})::int AS mine
+        WHERE p.n > 1
+    ) AS c ON true
+),
+held AS MATERIALIZED (
     SELECT o.lock_key FROM django_ray_raytaskexecution AS o WHERE {lock_key_held_o}
 ),
 candidate AS (
@@ -28,7 +60,7 @@ candidate AS (
       AND run_after <= now()
       AND NOT EXISTS (SELECT 1 FROM held WHERE held.lock_key = q.lock_key)
     ORDER BY priority DESC, run_after, id
-    LIMIT %(limit)s
+    LIMIT (SELECT n FROM share)
     FOR UPDATE OF q SKIP LOCKED
 ),
 due AS (
@@ -55,7 +87,27 @@ WHERE t.id = due.id
 RETURNING t.id, t.task_id, t.callable_path, t.queue_name, t.priority, t.takes_context, t.args,
           t.kwargs, t.attempt_number, t.max_attempts, t.timeout_seconds, t.backend_alias,
           t.created_at, t.run_after, t.last_attempted_at, t.worker_ids, t.lock_key,
-          t.ray_options;
+          t.ray_options, (SELECT n FROM share) AS allowed;
+
+-- name: enqueue --
+-- Enqueue one row (no dedupe key): the ORM's save() spends about 1 ms of client CPU compiling
+-- a 30-column INSERT per call, this statement a fraction of that. The column list is rendered
+-- from the model's fields, so a new column can never be left out. The NOTIFY trigger wakes the
+-- workers as for any insert.
+INSERT INTO django_ray_raytaskexecution ({execution_columns})
+VALUES ({execution_values})
+RETURNING id;
+
+-- name: enqueue_many --
+-- Bulk enqueue: one statement per batch. Only the id, arguments and keyword arguments differ
+-- between the rows of one call, so they come as three arrays and every other column is bound
+-- once ({execution_values_per_row} renders those three as r.<column>). bulk_create built a
+-- model per row and cost about 250 us of client CPU per row; this costs the JSON check.
+INSERT INTO django_ray_raytaskexecution ({execution_columns})
+SELECT {execution_values_per_row}
+FROM unnest(%(task_ids)s::text[], %(args_texts)s::jsonb[], %(kwargs_texts)s::jsonb[])
+    WITH ORDINALITY AS r(task_id, args, kwargs, n)
+ORDER BY r.n;
 
 -- name: enqueue_unique --
 -- Enqueue a row with a dedupe key. ON CONFLICT names the partial unique index of held keys

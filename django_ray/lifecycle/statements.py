@@ -5,7 +5,8 @@ saying why it is shaped as it is. Two placeholders are rendered from :mod:`.rule
 ``{owned}`` (the owned-states predicate) and ``{settle_cancelling}`` / ``{requeue}`` (a
 CANCELLING row that would go back to the queue ends CANCELLED); ``{execution_columns}`` /
 ``{execution_values}`` are every column of an execution row, from the model, as
-:func:`execution_params` binds them. Other databases (SQLite, the
+:func:`execution_params` binds them (``{execution_values_per_row}``: the same with the
+:data:`PER_ROW_FIELDS` taken from ``enqueue_many``'s arrays). Other databases (SQLite, the
 demo's default) take the portable ORM path in each lifecycle module instead; one test drives
 both through every transition and checks them against :data:`.rules.ALLOWED`.
 """
@@ -41,7 +42,16 @@ def _render(text: str) -> str:
         .replace("{lock_key_held_o}", rules.lock_key_held_sql("o"))
         .replace("{execution_columns}", ", ".join(f.column for f in _execution_fields()))
         .replace("{execution_values}", ", ".join(f"%({f.attname})s" for f in _execution_fields()))
+        .replace("{execution_values_per_row}", ", ".join(map(_per_row_value, _execution_fields())))
     )
+
+
+#: The columns ``enqueue_many`` takes per row (from arrays); every other one is bound once.
+PER_ROW_FIELDS = ("task_id", "args", "kwargs")
+
+
+def _per_row_value(field: Field[Any, Any]) -> str:
+    return f"r.{field.attname}" if field.attname in PER_ROW_FIELDS else f"%({field.attname})s"
 
 
 def _execution_fields() -> list[Field[Any, Any]]:

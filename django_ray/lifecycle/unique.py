@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.db import IntegrityError, transaction
 
-from django_ray.lifecycle import statements
+from django_ray.lifecycle import insert, statements
 from django_ray.models import UNIQUE_KEY_HELD, RayTaskExecution
 
 # A holder can leave the held states between the refused insert and the read (claimed,
@@ -31,8 +31,7 @@ def insert_unique(row: RayTaskExecution, using: str) -> tuple[RayTaskExecution, 
                 "enqueue_unique", statements.execution_params(row, using), using
             )
             if inserted:
-                row.pk = inserted[0][0]
-                row._state.adding, row._state.db = False, using
+                insert.saved(row, inserted[0][0], using)
                 return row, True
         else:
             try:

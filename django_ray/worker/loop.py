@@ -371,7 +371,7 @@ class Worker:
         self._last_poll = now
         limit = claim_batch_limit(free)
         tasks = claim.claim(self.worker_id, self.queues, limit, self.using)
-        self._more_work = len(tasks) == limit
+        self._more_work = tasks.full
         for task in tasks:
             task.database = self.using
         if tasks and self.runner.capabilities.ray_jobs:

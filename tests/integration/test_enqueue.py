@@ -119,6 +119,30 @@ def test_enqueue_many_is_atomic_and_checks_every_call_first() -> None:
     assert RayTaskExecution.objects.filter(state=TaskState.QUEUED).count() == 5
 
 
+def test_enqueue_many_writes_the_rows_enqueue_writes_in_call_order() -> None:
+    """The bulk statement binds every column but id and arguments once; rows match enqueue()'s."""
+    task = tasks.echo.using(priority=3, timeout_seconds=9, max_attempts=2, lock_key="k")
+    one = task.enqueue("x", n=-1)
+    calls = [(("x",), {"n": i, "text": "é\u2028'\""}) for i in range(5)]
+    many = task_backends["default"].enqueue_many(task, calls, batch_size=2)
+    rows = list(RayTaskExecution.objects.order_by("id"))
+    assert [r.task_id for r in rows] == [one.id, *(r.id for r in many)]  # FIFO across batches
+    assert [r.kwargs for r in rows][1:] == [kwargs for _, kwargs in calls]
+    assert all(r.args == ["x"] for r in rows)
+    varying = {"id", "task_id", "kwargs", "created_at", "run_after"}
+
+    def same(row: RayTaskExecution) -> dict[str, Any]:
+        fields = RayTaskExecution._meta.concrete_fields
+        return {f.attname: getattr(row, f.attname) for f in fields if f.attname not in varying}
+
+    assert all(same(r) == same(rows[0]) for r in rows)
+    assert rows[0].lock_key == "k" and rows[0].timeout_seconds == 9
+    assert len({r.created_at for r in rows[1:]}) == 1 and rows[1].run_after == rows[1].created_at
+    result = tasks.echo.get_result(many[2].id)
+    assert result.kwargs == many[2].kwargs == calls[2][1]
+    assert many[2].enqueued_at == rows[3].created_at and many[2].status == TaskResultStatus.READY
+
+
 def test_task_enqueued_signal_carries_the_result() -> None:
     seen: list[Any] = []
 

@@ -45,8 +45,12 @@ def test_status_and_metrics_on_sqlite(tmp_path: Path) -> None:
         db,
         "shell",
         "-c",
+        "from django.tasks import task_backends\n"
         "from demo.tasks import add, failing\n"
-        "[add.enqueue(i, i) for i in range(5)]\n"
+        "[add.enqueue(i, i) for i in range(2)]\n"
+        # The bulk path on SQLite (the ORM's bulk_create), over two batches.
+        "task_backends['default'].enqueue_many(add, [((i, i), {}) for i in range(2, 5)], "
+        "batch_size=2)\n"
         "failing.enqueue(7)\n",
     )
     manage(db, "django_ray_worker", "--sync", "--all-queues", "--idle-exit", "1")

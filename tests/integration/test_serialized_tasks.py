@@ -25,9 +25,11 @@ def test_a_claim_takes_one_row_per_key_and_passes_over_held_keys(path: str) -> N
     tasks.add.using(lock_key="b").enqueue(9, 0)
     tasks.add.enqueue(10, 0)
     leases.register_lease("w1", "host", 1, None, "sync", 10, 60.0)
-    leases.register_lease("w2", "host", 2, None, "sync", 10, 60.0)
     first = claim.claim("w1", None, 10)
     assert sorted((t.lock_key or "", t.args[0]) for t in first) == [("", 10), ("a", 0), ("b", 9)]
+    # Registered after the first claim: with two live workers a claim would take only its
+    # share of the 5 due rows (3 candidates, a0 a1 a2, of which one per key is claimed).
+    leases.register_lease("w2", "host", 2, None, "sync", 10, 60.0)
     assert claim.claim("w2", None, 10) == []  # a and b are held; the rest wait
     RayTaskExecution.objects.filter(lock_key="a", state=S.RUNNING).update(state=S.SUCCEEDED)
     [next_a] = claim.claim("w2", None, 10)

@@ -7,7 +7,7 @@ import datetime
 import pytest
 from django.utils import timezone
 
-from django_ray.lifecycle import IllegalTransition, claim, operator, record
+from django_ray.lifecycle import IllegalTransition, claim, leases, operator, record
 from django_ray.models import RayTaskExecution, TaskAttempt, TaskState
 from django_ray.outcomes import Outcome, OutcomeKind
 from tests import tasks
@@ -80,6 +80,42 @@ def test_claim_respects_the_limit() -> None:
     assert len(claim.claim("w1", ["default"], 2)) == 2
     assert len(claim.claim("w2", ["default"], 10)) == 3
     assert claim.claim("w3", ["default"], 0) == []
+
+
+def test_a_claim_takes_its_share_of_the_work_when_other_workers_are_live() -> None:
+    """The first of two live workers to wake takes half a burst, not the whole (issue 13)."""
+    backend = tasks.add.get_backend()
+    backend.enqueue_many(tasks.add, [((i, i), {}) for i in range(200)])
+    # Alone, a worker takes up to its limit (no share to keep for anyone).
+    leases.register_lease("w1", "host", 1, ["default"], "ray_core", 4, 60.0)
+    first = claim.claim("w1", ["default"], 150)
+    assert len(first) == 150 and first.full
+    RayTaskExecution.objects.filter(pk__in=[t.id for t in first]).update(
+        state=S.QUEUED, attempt_number=0, worker_ids=[], claimed_by_worker=None
+    )
+    # Two live workers poll the queue (one on every queue; "elsewhere" polls another queue and
+    # "gone" has stopped, so neither counts): a claim takes (due + running) / 2 less its own.
+    leases.register_lease("w2", "host", 2, None, "ray_core", 4, 60.0)
+    leases.register_lease("elsewhere", "host", 3, ["other"], "ray_core", 4, 60.0)
+    leases.register_lease("gone", "host", 4, ["default"], "ray_core", 4, 60.0)
+    leases.release_lease("gone")
+    a = claim.claim("w1", ["default"], 150)
+    assert len(a) == 100 and a.full  # its share is all it was allowed: more may be due
+    b = claim.claim("w2", ["default"], 150)
+    assert len(b) == 100  # w1's running rows are w1's share: w2 takes the other half
+    nothing = claim.claim("w1", ["default"], 150)
+    assert nothing == [] and not nothing.full
+    # w1 finished its half; w2 stalls on its 100. A new burst of 60: (60 + 100) / 2 = 80
+    # allowed, so w1 takes all 60: a stalled peer's running rows do not hold the queue up.
+    RayTaskExecution.objects.filter(claimed_by_worker="w1").update(state=S.SUCCEEDED)
+    backend.enqueue_many(tasks.add, [((i, i), {}) for i in range(60)])
+    assert len(claim.claim("w1", ["default"], 10)) == 10  # the limit binds first
+    assert len(claim.claim("w1", ["default"], 150)) == 50
+    # A peer that stopped without releasing its lease yet: due / 2 keeps the batches large
+    # though w1 runs more than (due + running) / 2.
+    backend.enqueue_many(tasks.add, [((i, i), {}) for i in range(40)])
+    leases.register_lease("stopped", "host", 5, ["default"], "ray_core", 4, 60.0)
+    assert len(claim.claim("w1", ["default"], 150)) == 14  # ceil(40 / 3)
 
 
 def test_outcome_of_a_row_not_owned_is_refused() -> None:
