@@ -67,12 +67,18 @@ def release_lease(worker_id: str, using: str = "default") -> None:
     )
 
 
-def expire_leases(using: str) -> list[str]:
-    """Deactivate leases past their expiry; return their worker ids."""
+def expire_leases(using: str, alive: str | None = None) -> list[str]:
+    """Deactivate leases past their expiry, except ``alive``'s; return their worker ids.
+
+    ``alive`` is the worker running the pass: it is alive by definition, so it never expires its
+    own lease (its heartbeat thread ran late; the next beat renews the lease)."""
     if statements.is_postgres(using):
-        return [row[0] for row in statements.fetchall("expire_leases", {}, using)]
+        params = {"alive": alive}
+        return [row[0] for row in statements.fetchall("expire_leases", params, using)]
     now = timezone.now()
     expired = TaskWorkerLease.objects.using(using).filter(is_active=True, expires_at__lt=now)
+    if alive is not None:
+        expired = expired.exclude(worker_id=alive)
     ids = list(expired.values_list("worker_id", flat=True))
     expired.update(is_active=False, stopped_at=now)
     return ids

@@ -184,9 +184,11 @@ rows AS (
 SELECT (SELECT count(*) FROM lease), (SELECT count(*) FROM rows);
 
 -- name: expire_leases --
--- Deactivate leases whose worker stopped heartbeating, so their rows become recoverable.
+-- Deactivate leases whose worker stopped heartbeating, so their rows become recoverable. A
+-- worker's own pass passes its id as `alive`: it never declares itself dead (its late heartbeat,
+-- under load, renews the lease at the next beat); another worker's pass still expires it.
 UPDATE django_ray_taskworkerlease SET is_active = FALSE, stopped_at = COALESCE(stopped_at, now())
-WHERE is_active AND expires_at < now()
+WHERE is_active AND expires_at < now() AND worker_id IS DISTINCT FROM %(alive)s
 RETURNING worker_id;
 
 -- name: notify_cancel --

@@ -116,12 +116,19 @@ def _recover_rows(rows: Sequence[tuple[object, ...]], using: str, reason: str) -
 
 
 def detect_stuck_tasks(
-    stuck_timeout: float, limit: int = 500, using: str = "default"
+    stuck_timeout: float, limit: int = 500, using: str = "default", alive: str | None = None
 ) -> RecoveryReport:
-    """Expire dead leases and recover the orphaned rows of dead workers, across all workers."""
+    """Expire dead leases and recover the orphaned rows of dead workers, across all workers.
+
+    ``alive`` is the worker running this pass, if any: its own lease and rows are left alone
+    even when its heartbeat ran late (a loaded machine), since it is demonstrably running; its
+    rows that its runner lost are :func:`recover_untracked`'s. Another worker's pass still
+    finds it dead once it really stops beating."""
     with transaction.atomic(using=using):
-        expired = leases.expire_leases(using)
+        expired = leases.expire_leases(using, alive)
         orphans = RayTaskExecution.objects.using(using).orphaned(stuck_timeout)
+        if alive is not None:
+            orphans = orphans.exclude(claimed_by_worker=alive)
         report = _recover_rows(_locked(orphans, using, limit), using, LEASE_EXPIRED_REASON)
     report.expired_leases = expired
     for row_id in report.lost:
@@ -155,5 +162,5 @@ def recover(
     worker_id: str, tracked_ids: Sequence[int], stuck_timeout: float, using: str
 ) -> RecoveryReport:
     """One recovery pass of a worker: dead workers' orphans, then its own untracked rows."""
-    report = detect_stuck_tasks(stuck_timeout, using=using)
+    report = detect_stuck_tasks(stuck_timeout, using=using, alive=worker_id)
     return report.merge(recover_untracked(worker_id, tracked_ids, stuck_timeout, using))

@@ -153,3 +153,28 @@ def test_after_retries_started_at_is_the_first_attempt_and_last_attempted_at_the
     fetched = tasks.flaky.get_result(result.id)
     assert fetched.started_at == attempts[0].started_at
     assert fetched.last_attempted_at == attempts[-1].started_at
+
+
+def test_a_worker_whose_heartbeat_ran_late_does_not_declare_itself_dead(path: str) -> None:
+    """Under load the lease thread can miss its lease; the worker's own recovery pass must not
+    then expire its lease and take its running rows (the survivor of the Ray Job kill test did
+    that at load 8-10, stopping its own jobs). Another worker's pass still finds it dead."""
+    tasks.record.enqueue("a")
+    tasks.record.enqueue("b")
+    leases.register_lease("late", "host", 1, None, "sync", 2, 60.0)
+    mine = claim.claim("late", None, 2)
+    old = timezone.now() - timedelta(minutes=5)
+    RayTaskExecution.objects.update(last_heartbeat_at=old)
+    TaskWorkerLease.objects.filter(worker_id="late").update(expires_at=old)
+    ids = [t.id for t in mine]
+
+    report = recover.recover("late", ids, 3.0, "default")
+    assert report.expired_leases == [] and report.recovered == 0
+    assert {_state(t) for t in mine} == {S.RUNNING}
+    assert leases.heartbeat("late", 60.0, ids)  # the late beat renews the lease
+
+    RayTaskExecution.objects.update(last_heartbeat_at=old)
+    TaskWorkerLease.objects.filter(worker_id="late").update(expires_at=old)
+    report = recover.recover("peer", [], 3.0, "default")
+    assert report.expired_leases == ["late"] and sorted(report.lost) == sorted(ids)
+    assert {_state(t) for t in mine} == {S.QUEUED}
