@@ -58,12 +58,20 @@ class Console:
 
     def click(self, selector: str) -> str:
         """Click ``selector`` and return the text of the page it leads to (once it loaded)."""
-        from selenium.webdriver.support import expected_conditions
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.wait import WebDriverWait
 
-        old = self.driver.find_element("tag name", "html")
+        # A marker on the old page's window: gone once the next page loaded. (Waiting for the
+        # old <html> element to go stale races the navigation: mid-load, Chrome answers
+        # "Node with given id does not belong to the document" instead of "stale".)
+        self.driver.execute_script("window.djangoRayOldPage = true")
         self.css(selector)[0].click()
-        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
+        loaded = (
+            "return window.djangoRayOldPage === undefined && document.readyState === 'complete'"
+        )
+        WebDriverWait(self.driver, 30, ignored_exceptions=(WebDriverException,)).until(
+            lambda driver: driver.execute_script(loaded)
+        )
         return self.text()
 
     def assert_fits(self) -> None:
