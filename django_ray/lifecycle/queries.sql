@@ -26,6 +26,13 @@
 -- thirds); due / workers keeps batches large when a peer has stopped without releasing its
 -- lease yet. Alone, a worker takes the full limit without counting (the lateral join is
 -- empty); counts stop at limit x workers rows.
+-- One queue (the usual worker, django-ray-worker@<queue>): the candidate scan compares
+-- queue_name with that one element, so the claim index (queue_name, priority DESC, run_after,
+-- id) returns rows in claim order and the scan stops after the batch. `= ANY(array)` hides from
+-- the planner that there is one queue: it read and sorted every due row on each claim (8.6 of
+-- 18 ms a claim of 256 from a backlog of 10,000). Arguments are bound client-side (Django's
+-- default with psycopg 3), so the cardinality tests fold to constants and leave one comparison,
+-- `queue_name = 'default'`; several queues, or all, keep the sort.
 WITH peers AS (
     SELECT greatest(1, count(*)) AS n FROM django_ray_taskworkerlease
     WHERE is_active AND expires_at >= now()
@@ -56,7 +63,10 @@ held AS MATERIALIZED (
 ),
 candidate AS (
     SELECT id, lock_key, priority, run_after FROM django_ray_raytaskexecution AS q
-    WHERE state = 'QUEUED' AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
+    WHERE state = 'QUEUED'
+      AND (%(all_queues)s
+           OR cardinality(%(queues)s::text[]) = 1 AND queue_name = (%(queues)s::text[])[1]
+           OR cardinality(%(queues)s::text[]) > 1 AND queue_name = ANY(%(queues)s))
       AND run_after <= now()
       AND NOT EXISTS (SELECT 1 FROM held WHERE held.lock_key = q.lock_key)
     ORDER BY priority DESC, run_after, id

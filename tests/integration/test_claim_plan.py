@@ -76,3 +76,55 @@ def test_a_claim_reads_the_executions_table_once_per_scan_with_many_rows_running
             cursor.execute("ROLLBACK")
     plan = json.loads(plan) if isinstance(plan, str) else plan
     assert _repeated_scans(plan[0]["Plan"]) == []
+
+
+def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node.get("Plans", []) for n in _nodes(child))]
+
+
+def test_a_one_queue_claim_reads_its_batch_in_index_order_not_every_due_row() -> None:
+    """With one queue, the claim index gives claim order: no sort of the backlog, and the scan
+    reads about one batch. (``queue_name = ANY(array)`` read and sorted all 2,000 due rows.)"""
+    RayTaskExecution.objects.bulk_create(_rows(2_000, TaskState.QUEUED))
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {TABLE}")
+    params = {
+        "worker": "w",
+        "all_queues": False,
+        "queues": ["default"],
+        "limit": 100,
+        "lock_space": claim.LOCK_SPACE,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN")
+        try:
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statements.sql("claim_due"), params)
+            plan = cursor.fetchone()[0]
+        finally:
+            cursor.execute("ROLLBACK")
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    nodes = _nodes(plan[0]["Plan"])
+    backlog_sorts = [n for n in nodes if n["Node Type"] == "Sort" and n["Actual Rows"] > 100]
+    assert backlog_sorts == [], backlog_sorts
+    scans = [
+        n for n in nodes if n.get("Relation Name") == TABLE and n.get("Alias") == "q"
+    ]  # the candidate scan
+    assert scans and all(n["Actual Rows"] <= 100 for n in scans), scans
+
+
+def test_claims_by_one_queue_several_queues_and_all_take_the_right_rows_in_order() -> None:
+    now = timezone.now()
+    rows = []
+    for queue, priority in [("a", 0), ("b", 5), ("c", 0), ("a", 9), ("c", 3), ("d", 1)]:
+        row = _rows(1, TaskState.QUEUED)[0]
+        row.queue_name, row.priority, row.run_after = queue, priority, now
+        rows.append(row)
+    RayTaskExecution.objects.bulk_create(rows)
+
+    def claimed(queues: list[str] | None) -> list[tuple[str, int]]:
+        return [(t.queue_name, t.priority) for t in claim.claim(f"w-{queues}", queues, 10)]
+
+    assert claimed(["a"]) == [("a", 9), ("a", 0)]
+    assert claimed(["b", "c"]) == [("b", 5), ("c", 3), ("c", 0)]
+    assert claimed(["zzz"]) == []
+    assert claimed(None) == [("d", 1)]
