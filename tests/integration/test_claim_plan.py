@@ -54,17 +54,13 @@ def _repeated_scans(node: dict[str, Any]) -> list[str]:
     return found
 
 
-def test_a_claim_reads_the_executions_table_once_per_scan_with_many_rows_running() -> None:
-    RayTaskExecution.objects.bulk_create(_rows(2_000, TaskState.SUCCEEDED))
-    with connection.cursor() as cursor:
-        cursor.execute(f"VACUUM ANALYZE {TABLE}")  # statistics from before the burst
-    RayTaskExecution.objects.bulk_create(_rows(600, TaskState.QUEUED))
-    assert len(claim.claim("busy-worker", None, 300)) == 300  # 300 owned rows, unanalyzed
+def _claim_plan(queues: list[str] | None, limit: int) -> dict[str, Any]:
+    """EXPLAIN ANALYZE of one claim by worker "w" (rolled back): the plan's root node."""
     params = {
         "worker": "w",
-        "all_queues": True,
-        "queues": [],
-        "limit": 256,
+        "all_queues": queues is None,
+        "queues": queues or [],
+        "limit": limit,
         "lock_space": claim.LOCK_SPACE,
     }
     with connection.cursor() as cursor:
@@ -75,7 +71,16 @@ def test_a_claim_reads_the_executions_table_once_per_scan_with_many_rows_running
         finally:
             cursor.execute("ROLLBACK")
     plan = json.loads(plan) if isinstance(plan, str) else plan
-    assert _repeated_scans(plan[0]["Plan"]) == []
+    return plan[0]["Plan"]
+
+
+def test_a_claim_reads_the_executions_table_once_per_scan_with_many_rows_running() -> None:
+    RayTaskExecution.objects.bulk_create(_rows(2_000, TaskState.SUCCEEDED))
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {TABLE}")  # statistics from before the burst
+    RayTaskExecution.objects.bulk_create(_rows(600, TaskState.QUEUED))
+    assert len(claim.claim("busy-worker", None, 300)) == 300  # 300 owned rows, unanalyzed
+    assert _repeated_scans(_claim_plan(None, 256)) == []
 
 
 def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
@@ -88,22 +93,7 @@ def test_a_one_queue_claim_reads_its_batch_in_index_order_not_every_due_row() ->
     RayTaskExecution.objects.bulk_create(_rows(2_000, TaskState.QUEUED))
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {TABLE}")
-    params = {
-        "worker": "w",
-        "all_queues": False,
-        "queues": ["default"],
-        "limit": 100,
-        "lock_space": claim.LOCK_SPACE,
-    }
-    with connection.cursor() as cursor:
-        cursor.execute("BEGIN")
-        try:
-            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statements.sql("claim_due"), params)
-            plan = cursor.fetchone()[0]
-        finally:
-            cursor.execute("ROLLBACK")
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    nodes = _nodes(plan[0]["Plan"])
+    nodes = _nodes(_claim_plan(["default"], 100))
     backlog_sorts = [n for n in nodes if n["Node Type"] == "Sort" and n["Actual Rows"] > 100]
     assert backlog_sorts == [], backlog_sorts
     scans = [
