@@ -26,13 +26,9 @@
 -- thirds); due / workers keeps batches large when a peer has stopped without releasing its
 -- lease yet. Alone, a worker takes the full limit without counting (the lateral join is
 -- empty); counts stop at limit x workers rows.
--- One queue (the usual worker, django-ray-worker@<queue>): the candidate scan compares
--- queue_name with that one element, so the claim index (queue_name, priority DESC, run_after,
--- id) returns rows in claim order and the scan stops after the batch. `= ANY(array)` hides from
--- the planner that there is one queue: it read and sorted every due row on each claim (8.6 of
--- 18 ms a claim of 256 from a backlog of 10,000). Arguments are bound client-side (Django's
--- default with psycopg 3), so the cardinality tests fold to constants and leave one comparison,
--- `queue_name = 'default'`; several queues, or all, keep the sort.
+-- `{in_queues}` (statements.IN_QUEUES) is the worker's queue filter: for a one-queue worker it
+-- folds to `queue_name = '<queue>'`, so the claim index returns the candidates in claim order
+-- and the scan stops after the batch instead of sorting every due row.
 WITH peers AS (
     SELECT greatest(1, count(*)) AS n FROM django_ray_taskworkerlease
     WHERE is_active AND expires_at >= now()
@@ -46,12 +42,12 @@ share AS (
     FROM peers AS p LEFT JOIN LATERAL (
         SELECT (SELECT count(*) FROM (
                     SELECT 1 FROM django_ray_raytaskexecution
-                    WHERE state = 'QUEUED' AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
+                    WHERE state = 'QUEUED' AND {in_queues}
                       AND run_after <= now()
                     LIMIT %(limit)s * (SELECT n FROM peers)) AS d) AS due,
                (SELECT count(*) FROM (
                     SELECT 1 FROM django_ray_raytaskexecution
-                    WHERE {owned} AND (%(all_queues)s OR queue_name = ANY(%(queues)s))
+                    WHERE {owned} AND {in_queues}
                     LIMIT %(limit)s * (SELECT n FROM peers)) AS r) AS running,
                (SELECT count(*) FROM django_ray_raytaskexecution
                 WHERE claimed_by_worker = %(worker)s AND {owned})::int AS mine
@@ -63,10 +59,7 @@ held AS MATERIALIZED (
 ),
 candidate AS (
     SELECT id, lock_key, priority, run_after FROM django_ray_raytaskexecution AS q
-    WHERE state = 'QUEUED'
-      AND (%(all_queues)s
-           OR cardinality(%(queues)s::text[]) = 1 AND queue_name = (%(queues)s::text[])[1]
-           OR cardinality(%(queues)s::text[]) > 1 AND queue_name = ANY(%(queues)s))
+    WHERE state = 'QUEUED' AND {in_queues}
       AND run_after <= now()
       AND NOT EXISTS (SELECT 1 FROM held WHERE held.lock_key = q.lock_key)
     ORDER BY priority DESC, run_after, id

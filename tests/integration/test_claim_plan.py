@@ -39,19 +39,19 @@ def _rows(count: int, state: TaskState) -> list[RayTaskExecution]:
     ]
 
 
-def _repeated_scans(node: dict[str, Any]) -> list[str]:
-    found = []
-    if (
-        node.get("Relation Name") == TABLE
-        and node.get("Actual Loops", 1) > 1
-        and not str(node.get("Index Name", "")).endswith("_pkey")
-    ):
-        found.append(
-            f"{node['Node Type']} on {node.get('Index Name', TABLE)} x{node['Actual Loops']}"
-        )
-    for child in node.get("Plans", []):
-        found += _repeated_scans(child)
-    return found
+def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """``node`` and every node below it."""
+    return [node, *(n for child in node.get("Plans", []) for n in _nodes(child))]
+
+
+def _repeated_scans(plan: dict[str, Any]) -> list[str]:
+    return [
+        f"{n['Node Type']} on {n.get('Index Name', TABLE)} x{n['Actual Loops']}"
+        for n in _nodes(plan)
+        if n.get("Relation Name") == TABLE
+        and n.get("Actual Loops", 1) > 1
+        and not str(n.get("Index Name", "")).endswith("_pkey")
+    ]
 
 
 def _claim_plan(queues: list[str] | None, limit: int) -> dict[str, Any]:
@@ -81,10 +81,6 @@ def test_a_claim_reads_the_executions_table_once_per_scan_with_many_rows_running
     RayTaskExecution.objects.bulk_create(_rows(600, TaskState.QUEUED))
     assert len(claim.claim("busy-worker", None, 300)) == 300  # 300 owned rows, unanalyzed
     assert _repeated_scans(_claim_plan(None, 256)) == []
-
-
-def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
-    return [node, *(n for child in node.get("Plans", []) for n in _nodes(child))]
 
 
 def test_a_one_queue_claim_reads_its_batch_in_index_order_not_every_due_row() -> None:
