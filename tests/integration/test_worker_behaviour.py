@@ -170,9 +170,9 @@ def test_two_workers_race_and_every_task_runs_exactly_once(start_worker, ray_hea
     assert set(by_worker) == {"racer-1", "racer-2"}, by_worker
     # Not asserted: an even split. Each claim takes at most its share (claim_due, checked
     # deterministically by test_a_claim_takes_its_share_of_the_work_when_other_workers_are_live),
-    # but on one shared 2-CPU Ray node a driver with calls queued keeps reusing its leased Ray
-    # workers, so who drains the rest is Ray's scheduling: 938/1,062 here on a quiet machine,
-    # 1,953/47 in CI (docs/performance.md).
+    # but on one shared 2-CPU Ray node who drains the rest is Ray's scheduling (likely its lease
+    # reuse: a driver with calls queued keeps its Ray workers): 938/1,062 here on a quiet
+    # machine, 1,953/47 in CI (docs/performance.md).
     assert TaskAttempt.objects.count() == RACE_TASKS
     assert not TaskAttempt.objects.exclude(state=TaskState.SUCCEEDED).exists()
 
