@@ -338,7 +338,7 @@ def count_steps(systems: list[System], workloads: list[str], mode: str) -> int:
     steps = 0
     for workload in workloads:
         for system in systems:
-            if workload == "trickle" and "noop" in workloads and system.key != "raw-ray":
+            if workload == "trickle" and "noop" in workloads and not system.raw_ray:
                 continue  # runs on the no-op drain's worker
             if runs(system, workload, mode, {}):
                 steps += 1

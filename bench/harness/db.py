@@ -84,6 +84,14 @@ class Databases:
         return int(ok), int(other), last
 
     @staticmethod
+    def first_claim(conn: psycopg.Connection[Any], table: Table) -> float | None:
+        """Epoch of the earliest claim (``started_at``) in ``table``, None before any claim."""
+        q = sql.SQL("SELECT extract(epoch FROM min(started_at))::float8 FROM {t}").format(
+            t=sql.Identifier(table.name)
+        )
+        return conn.execute(q).fetchone()[0]
+
+    @staticmethod
     def start_times(
         conn: psycopg.Connection[Any], table: Table, ids: list[str]
     ) -> dict[str, float]:

@@ -19,7 +19,7 @@ from typing import Any
 from .db import Databases
 from .procs import CpuGroup, TreeMonitor, stop_tree
 from .stats import percentile
-from .systems import SITE, System, WorkerRun
+from .systems import SITE, System, WorkerRun, start_ray_cluster
 
 WARMUP = 16
 # Longest wait for the warm-up tasks: a system that cannot run 16 tasks in this time (Ray
@@ -62,15 +62,19 @@ def _start_warm(ctx: Context, system: System, db: dict[str, Any], task: str) -> 
     if system.key == "raw-sql":  # in-line execution for no-ops, a thread pool for sleeps
         slots = ctx.concurrency if task == "sleep10" else 1
         argv = [*system.worker_argv, "--concurrency", str(slots)]
+    # The workload's own task: a warm-up with other tasks would skew adaptive chunking. Queued
+    # before the worker starts, so that its first claim times the worker's start-up.
+    system.enqueue(db, task, WARMUP if system.warm_slots else 4, "loop")
     run = system.start_worker(db, ctx.workdir, argv)
     try:
-        # The workload's own task: a warm-up with other tasks would skew adaptive chunking.
-        system.enqueue(db, task, WARMUP if system.warm_slots else 4, "loop")
         with ctx.dbs.connect(db["name"]) as conn:
             if not _wait_drained(ctx, conn, system, run, WARMUP_TIMEOUT):
                 raise RuntimeError(
                     f"{system.key}: warm-up tasks not done in {WARMUP_TIMEOUT:.0f} s:\n{run.tail()}"
                 )
+            first_claim = ctx.dbs.first_claim(conn, system.table)
+        if first_claim is not None:
+            run.ready_s = first_claim - run.spawned_at
     except BaseException:
         run.stop()
         raise
@@ -93,10 +97,13 @@ def drain(
     result is returned under the ``"trickle"`` key. That saves one start-up per system.
     """
     out = _result(system, workload, n)
-    if system.key == "raw-ray":
+    if system.raw_ray:
         return raw_ray(ctx, system, db, "drain", task, n, out)
     run = _start_warm(ctx, system, db, task)
+    out["ready_s"] = run.ready_s
     monitor = TreeMonitor(list(run.roots), group=run.group)
+    # The worker process alone (with --cluster, Ray's processes belong to the nodes).
+    driver = TreeMonitor([p.pid for p in run.procs])
     pg = TreeMonitor([ctx.pg_pid], interval=1.0)
     try:
         run.pause()
@@ -106,6 +113,7 @@ def drain(
         with ctx.dbs.connect(db["name"]) as conn:
             cpu0, pg0 = monitor.cpu(), pg.cpu()
             monitor.reset_peak()
+            driver.reset_peak()
             t0 = time.time()
             run.resume()
             drained = _wait_drained(ctx, conn, system, run, ctx.timeout)
@@ -119,6 +127,7 @@ def drain(
         out["cpu_ms_per_task"] = 1000 * (cpu1 - cpu0) / ok if ok else None
         out["db_cpu_ms_per_task"] = 1000 * (pg1 - pg0) / ok if ok else None
         out["peak_rss_mb"] = max(monitor.peak_rss, 1) / 2**20
+        out["worker_process_rss_mb"] = max(driver.peak_rss, 1) / 2**20
         out["cpu_accounting"] = monitor.method
         if not drained:
             out["error"] = f"not drained within {ctx.timeout:.0f} s ({ok}/{n} done)"
@@ -132,6 +141,7 @@ def drain(
                 out["trickle"] = {"error": str(exc).splitlines()[0][:300]}
     finally:
         monitor.close()
+        driver.close()
         pg.close()
         run.stop()
     return out
@@ -147,7 +157,7 @@ def trickle(
 ) -> dict[str, Any]:
     """One task every ``interval`` seconds to an idle, warm worker: pickup latency."""
     out = _result(system, "trickle", n)
-    if system.key == "raw-ray":
+    if system.raw_ray:
         return raw_ray(ctx, system, db, "trickle", "noop", n, out, interval)
     own = run is None
     if run is None:
@@ -231,8 +241,12 @@ def raw_ray(
         "--interval",
         str(interval),
     ]
-    log = open(ctx.workdir / "worker-raw-ray.log", "ab")  # noqa: SIM115
-    group = CpuGroup("raw-ray")
+    log = open(ctx.workdir / f"worker-{system.key}.log", "ab")  # noqa: SIM115
+    group = CpuGroup(system.key)
+    head = node = None
+    if system.cluster:  # the same two-node cluster as ours-cluster gets, in this group
+        head, node = start_ray_cluster(system.env(db), group)
+        argv += ["--address", head.address]
     proc = subprocess.Popen(
         argv,
         cwd=SITE,
@@ -244,7 +258,9 @@ def raw_ray(
         start_new_session=True,
         preexec_fn=group.preexec,
     )
-    monitor = TreeMonitor([proc.pid], group=group)
+    roots = [proc.pid] + [r.process.pid for r in (head, node) if r is not None and r.process]
+    monitor = TreeMonitor(roots, group=group)
+    driver = TreeMonitor([proc.pid])
     try:
         assert proc.stdout is not None and proc.stdin is not None
         line = proc.stdout.readline()
@@ -252,6 +268,7 @@ def raw_ray(
             raise RuntimeError(f"raw-ray did not start: {line!r}")
         cpu0 = monitor.cpu()
         monitor.reset_peak()
+        driver.reset_peak()
         proc.stdin.write("GO\n")
         proc.stdin.flush()
         result = json.loads(proc.stdout.readline())
@@ -264,6 +281,7 @@ def raw_ray(
             cpu_s=cpu1 - cpu0,
             cpu_ms_per_task=1000 * (cpu1 - cpu0) / max(1, done),
             peak_rss_mb=monitor.peak_rss / 2**20,
+            worker_process_rss_mb=driver.peak_rss / 2**20,
         )
         if workload == "drain":
             out["seconds"] = result["t_end"] - result["t0"]
@@ -274,7 +292,14 @@ def raw_ray(
         proc.wait(timeout=30)
     finally:
         monitor.close()
+        driver.close()
         log.close()
         stop_tree(proc.pid, grace=5)
+        if node is not None:
+            node.kill()
+        if head is not None:
+            from tests.support.ray import destroy_head
+
+            destroy_head(head)
         group.close()
     return out

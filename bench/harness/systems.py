@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,11 @@ class WorkerRun:
     group: CpuGroup
     extra_roots: list[int] = field(default_factory=list)
     pausable: list[int] = field(default_factory=list)
+    # time.time() right before the worker process was spawned (after any Ray it needs is up)
+    spawned_at: float = 0.0
+    ready_s: float | None = None  # spawn to first claim, once the warm-up ran
     head: Any = None  # tests.support.ray.RayHead started for this run, if any
+    node: Any = None  # tests.support.ray.RayNode joined to ``head`` (--cluster systems)
 
     @property
     def roots(self) -> list[int]:
@@ -85,6 +90,8 @@ class WorkerRun:
     def stop(self) -> None:
         for proc in self.procs:
             stop_tree(proc.pid)
+        if self.node is not None:
+            self.node.kill()  # a node is stopped before its head (the head would wait for it)
         for pid in self.extra_roots:
             stop_tree(pid)
         if self.head is not None:
@@ -116,6 +123,9 @@ class System:
     caps: dict[str, int] = field(default_factory=dict)
     note: str = ""
     ray_head: bool = False  # the harness starts a Ray head (in the worker's cgroup) per run
+    # The harness starts a two-node Ray cluster (a head and a second node, as the Ansible roles
+    # deploy it) in the worker's cgroup per run, and the worker joins it as a driver (--cluster).
+    cluster: bool = False
     warm_slots: bool = True  # False: a 4-task warm-up instead of 16 (slow systems)
     quick_skip: tuple[str, ...] = ()  # workloads left out of --quick (time budget)
     only: tuple[str, ...] = ()  # the workloads this system runs, when not all of them
@@ -125,9 +135,14 @@ class System:
     # that the trickle measures pickup by an idle worker and not a backlog.
     trickle_interval: float = 0.02
 
+    @property
+    def raw_ray(self) -> bool:
+        """Plain Ray, no Django: the ceiling (``benchapp.rawray``)."""
+        return self.key.startswith("raw-ray")
+
     def workloads(self, mode: str) -> tuple[str, ...]:
         """Workloads this system runs (Ray Jobs mode: its per-task overhead only)."""
-        if self.ray_head:  # enqueue is the same backend as ours-local
+        if self.ray_head or self.cluster:  # enqueue is the same backend as ours-local
             return ("noop", "trickle")
         if self.only:
             return self.only
@@ -194,17 +209,22 @@ class System:
     ) -> WorkerRun:
         log = workdir / f"worker-{self.key}.log"
         group = CpuGroup(self.key)
-        head = None
+        head = node = None
         extra: dict[str, str] = dict(self.worker_env)
+        argv = list(argv or self.worker_argv)
         if self.ray_head:
             head = start_ray_head(self.env(db), group)
             extra.update(BENCH_RUNNER="ray_job", BENCH_RAY_ADDRESS=head.dashboard_url)
+        if self.cluster:
+            head, node = start_ray_cluster(self.env(db), group)
+            argv += ["--cluster", head.address]
         procs = []
+        spawned_at = time.time()
         with open(log, "ab") as fh:
             for _ in range(self.processes):
                 procs.append(
                     subprocess.Popen(
-                        [str(self.python), "-P", *(argv or self.worker_argv)],
+                        [str(self.python), "-P", *argv],
                         cwd=SITE,
                         env=self.env(db, extra),
                         stdout=fh,
@@ -214,9 +234,12 @@ class System:
                         preexec_fn=group.preexec,
                     )
                 )
-        run = WorkerRun(procs=procs, log=log, group=group, head=head)
-        if head is not None and head.process is not None:
-            run.extra_roots.append(head.process.pid)
+        run = WorkerRun(
+            procs=procs, log=log, group=group, spawned_at=spawned_at, head=head, node=node
+        )
+        for ray_process in (head, node):
+            if ray_process is not None and ray_process.process is not None:
+                run.extra_roots.append(ray_process.process.pid)
         return run
 
 
@@ -242,6 +265,29 @@ def start_ray_head(env: dict[str, str], group: CpuGroup) -> Any:
         group.close()
         raise
     return head
+
+
+def start_ray_cluster(env: dict[str, str], group: CpuGroup) -> tuple[Any, Any]:
+    """A Ray head and a second node on this host (``ray start``, as the units run them), their
+    processes accounted to ``group``; the machine's CPUs are split between the two nodes.
+
+    Ray's worker processes on both nodes import the benchmark's Django site (``env``)."""
+    from tests.support.ray import RayNode, destroy_head, new_head
+
+    cpus = os.cpu_count() or 2
+    ray_env = {k: v for k, v in env.items() if k.startswith(("BENCH_", "DJANGO_", "PYTHON"))}
+    head = new_head(num_cpus=max(1, cpus // 2), env=ray_env, prefix="drc-")
+    node = RayNode(head, num_cpus=max(1, cpus - cpus // 2), resources={"bench_node": 1.0})
+    try:
+        with group.joined():
+            head.start()
+            node.start()
+    except BaseException:
+        node.kill()
+        destroy_head(head)
+        group.close()
+        raise
+    return head, node
 
 
 def all_systems(concurrency: int) -> list[System]:
@@ -350,6 +396,30 @@ def all_systems(concurrency: int) -> list[System]:
             venv="ours",
             table=RAW_TABLE,
             worker_argv=[],
+        ),
+        System(
+            key="ours-cluster",
+            label="django-ray (ours, --cluster: a driver on a two-node Ray cluster)",
+            family="ours",
+            venv="ours",
+            table=RAY_TABLE,
+            worker_argv=local_worker_argv[:-1],  # --cluster ADDRESS instead of --local
+            has_bulk=True,
+            cluster=True,
+            note=(
+                "the deployed shape: a Ray head and a second Ray node started with `ray start` "
+                "(half the CPUs each), the worker a driver joining them (--cluster); "
+                "RSS is the driver process's own"
+            ),
+        ),
+        System(
+            key="raw-ray-cluster",
+            label="raw Ray on the same two-node cluster (f.remote() per task)",
+            family="none",
+            venv="ours",
+            table=RAW_TABLE,
+            worker_argv=[],
+            cluster=True,
         ),
         System(
             key="raw-sql",

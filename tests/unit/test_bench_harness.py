@@ -93,6 +93,30 @@ def test_targets_follow_the_measured_ratios() -> None:
     assert missed["no-op drain >= 10x djray070"] is False
 
 
+def test_deployed_targets_read_the_cluster_figures() -> None:
+    doc = _doc(1000.0, 50.0)
+    r = doc["results"]
+    r["noop"]["ours-cluster"] = {
+        "system": "ours-cluster",
+        "done": 10,
+        "tasks_per_s": 900.0,
+        "ready_s": 2.0,
+        "worker_process_rss_mb": 180.0,
+    }
+    r["noop"]["raw-ray-cluster"] = {"system": "raw-ray-cluster", "done": 10, "tasks_per_s": 400.0}
+    r["trickle"]["ours-cluster"] = {"system": "ours-cluster", "done": 5, "p99_ms": 12.0}
+    met = {name: (text, ok) for name, text, ok in report.deployed_targets(doc)}
+    assert met["--cluster: worker start to first claim <= 1.5 s"] == ("2.00 s", False)
+    assert met["--cluster: driver RSS <= 250 MB"] == ("180 MB", True)
+    assert met["--cluster: no-op drain >= 2x raw Ray on the same cluster"] == ("2.25x", True)
+    assert met["--cluster: pickup p99 <= 20 ms (warm, idle worker)"] == ("12.0 ms", True)
+    # Not measured in this run: neither met nor missed, and said so.
+    assert met["bulk enqueue >= 20,000 rows/s"] == ("not measured", None)
+    text = report.markdown(doc)
+    assert "| --cluster: worker start to first claim <= 1.5 s | 2.00 s | **missed** |" in text
+    assert "| --cluster: driver RSS <= 250 MB | 180 MB | met |" in text
+
+
 def test_markdown_has_ratio_against_each_peer() -> None:
     text = report.markdown(_doc(1000.0, 50.0))
     assert "| peer | 10 | 50 | 20x |" in text
@@ -209,11 +233,17 @@ def test_steps_and_counts_follow_the_systems() -> None:
     assert n_for(systems["djray070"], "noop", full, "full") == 600
     assert n_for(systems["djray070"], "noop", quick, "quick") == 150
     assert n_for(systems["ours-jobs"], "trickle", quick, "quick") == 2
-    # Every workload on every system, except: Ray Jobs only noop (+ trickle on its worker), raw
-    # Ray has no table (no enqueue, no hist) and its trickle is a step of its own; unique and
-    # serial (django-ray's own features) run on ours-local only.
+    # Every workload on every system, except: Ray Jobs and --cluster only noop (+ trickle on its
+    # worker), raw Ray has no table (no enqueue, no hist) and its trickle is a step of its own
+    # (on one Ray and on the two-node cluster); unique and serial (django-ray's own features)
+    # run on ours-local only.
     steps = count_steps(list(systems.values()), list(WORKLOADS), "full")
-    assert steps == 4 + 6 + 1 + 6 + 4 + 2  # enqueue, noop, trickle, sleep10 (+ ours-io), hist
+    assert steps == 4 + 8 + 2 + 6 + 4 + 2  # enqueue, noop, trickle, sleep10 (+ ours-io), hist
+    for key in ("ours-cluster", "raw-ray-cluster"):
+        assert systems[key].cluster and systems[key].workloads("full") == ("noop", "trickle")
+    # The deployed shape: a driver joining the cluster the harness starts, not an embedded Ray.
+    assert "--local" not in systems["ours-cluster"].worker_argv
+    assert systems["raw-ray-cluster"].raw_ray and not systems["ours-cluster"].raw_ray
     assert count_steps(list(systems.values()), ["unique", "serial"], "full") == 2
     assert systems["ours-io"].workloads("full") == ("sleep10",)
     # Ray Jobs' trickle leaves each task time to finish: pickup by an idle worker, no backlog.

@@ -26,11 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--interval", type=float, default=0.02)
+    parser.add_argument(
+        "--address", default="", help="join this Ray cluster (GCS address) instead of a local Ray"
+    )
     args = parser.parse_args(argv)
 
-    # "local": always a private instance; with no address Ray would join the cluster named in
-    # /tmp/ray/ray_current_cluster, which another process on the host may have started.
-    ray.init(address="local", include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    if args.address:
+        ray.init(address=args.address, logging_level="WARNING", log_to_driver=False)
+    else:
+        # "local": always a private instance; with no address Ray would join the cluster named
+        # in /tmp/ray/ray_current_cluster, which another process on the host may have started.
+        ray.init(
+            address="local", include_dashboard=False, logging_level="WARNING", log_to_driver=False
+        )
     # As many tasks in flight as the Django workers get slots (fractional CPUs per task).
     cpus = ray.cluster_resources().get("CPU", 1)
     remote = ray.remote(num_cpus=cpus / args.concurrency)(PLAIN[args.task])
