@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,74 +81,60 @@ def deployed_targets(doc: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     at the database's pace, I/O-bound tasks at Ray's speed. None: not measured in this run."""
     r = doc["results"]
 
-    def check(name: str, value: float | None, text: str, met: bool) -> None:
-        out.append(
-            (name, text if value is not None else "not measured", None if value is None else met)
-        )
+    def rate(workload: str, system: str) -> float | None:
+        return _get(r, workload, system, "tasks_per_s")
 
-    out: list[tuple[str, str, bool | None]] = []
-    ready = _get(r, "noop", CLUSTER, "ready_s")
-    check(
-        "--cluster: worker start to first claim <= 1.5 s",
-        ready,
-        fmt(ready, 2, " s"),
-        ready is not None and ready <= 1.5,
-    )
-    rss = _get(r, "noop", CLUSTER, "worker_process_rss_mb")
-    check(
-        "--cluster: driver RSS <= 250 MB", rss, fmt(rss, 0, " MB"), rss is not None and rss <= 250
-    )
-    drain = ratio(
-        _get(r, "noop", CLUSTER, "tasks_per_s"), _get(r, "noop", "raw-ray-cluster", "tasks_per_s")
-    )
-    check(
-        "--cluster: no-op drain >= 2x raw Ray on the same cluster",
-        drain,
-        fmt_ratio(drain),
-        drain is not None and drain >= 2,
-    )
-    p99 = _get(r, "trickle", CLUSTER, "p99_ms")
-    check(
-        "--cluster: pickup p99 <= 20 ms (warm, idle worker)",
-        p99,
-        fmt(p99, 1, " ms"),
-        p99 is not None and p99 <= 20,
-    )
-    enq = ratio(
-        _get(r, "enqueue", OURS, "loop_calls_per_s"),
-        _get(r, "enqueue", "raw-sql", "loop_calls_per_s"),
-    )
-    check(
-        "enqueue() >= 0.8x a raw psycopg autocommit INSERT",
-        enq,
-        fmt_ratio(enq),
-        enq is not None and enq >= 0.8,
-    )
-    bulk = _get(r, "enqueue", OURS, "bulk_tasks_per_s")
-    check(
-        "bulk enqueue >= 20,000 rows/s",
-        bulk,
-        fmt(bulk, 0, " rows/s"),
-        bulk is not None and bulk >= 20_000,
-    )
-    best_raw = max(
+    raw_sleep = [rate("sleep10", key) for key in ("raw-ray", "raw-ray-cluster")]
+    best_raw_sleep = max((v for v in raw_sleep if v), default=None)
+    enqueue = _get(r, "enqueue", OURS, "loop_calls_per_s")
+    rows: list[tuple[str, float | None, Callable[[float], str], Callable[[float], bool]]] = [
         (
-            v
-            for v in (
-                _get(r, "sleep10", key, "tasks_per_s") for key in ("raw-ray", "raw-ray-cluster")
-            )
-            if v
+            "--cluster: worker start to first claim <= 1.5 s",
+            _get(r, "noop", CLUSTER, "ready_s"),
+            lambda v: fmt(v, 2, " s"),
+            lambda v: v <= 1.5,
         ),
-        default=None,
-    )
-    sleep = ratio(_get(r, "sleep10", OURS, "tasks_per_s"), best_raw)
-    check(
-        "10 ms sleep drain, default settings, >= 0.9x raw Ray",
-        sleep,
-        fmt_ratio(sleep),
-        sleep is not None and sleep >= 0.9,
-    )
-    return out
+        (
+            "--cluster: driver RSS <= 250 MB",
+            _get(r, "noop", CLUSTER, "worker_process_rss_mb"),
+            lambda v: fmt(v, 0, " MB"),
+            lambda v: v <= 250,
+        ),
+        (
+            "--cluster: no-op drain >= 2x raw Ray on the same cluster",
+            ratio(rate("noop", CLUSTER), rate("noop", "raw-ray-cluster")),
+            fmt_ratio,
+            lambda v: v >= 2,
+        ),
+        (
+            "--cluster: pickup p99 <= 20 ms (warm, idle worker)",
+            _get(r, "trickle", CLUSTER, "p99_ms"),
+            lambda v: fmt(v, 1, " ms"),
+            lambda v: v <= 20,
+        ),
+        (
+            "enqueue() >= 0.8x a raw psycopg autocommit INSERT",
+            ratio(enqueue, _get(r, "enqueue", "raw-sql", "loop_calls_per_s")),
+            fmt_ratio,
+            lambda v: v >= 0.8,
+        ),
+        (
+            "bulk enqueue >= 20,000 rows/s",
+            _get(r, "enqueue", OURS, "bulk_tasks_per_s"),
+            lambda v: fmt(v, 0, " rows/s"),
+            lambda v: v >= 20_000,
+        ),
+        (
+            "10 ms sleep drain, default settings, >= 0.9x raw Ray",
+            ratio(rate("sleep10", OURS), best_raw_sleep),
+            fmt_ratio,
+            lambda v: v >= 0.9,
+        ),
+    ]
+    return [
+        (name, "not measured", None) if value is None else (name, show(value), met(value))
+        for name, value, show, met in rows
+    ]
 
 
 def jobs_overhead(doc: dict[str, Any]) -> dict[str, float] | None:

@@ -55,28 +55,26 @@ def test_a_waiting_callable_gets_a_fraction_of_a_cpu_and_a_computing_one_keeps_o
     assert worker.stop() == 0, worker.log()
 
 
-def test_an_explicit_cpus_per_call_wins(start_worker, ray_head) -> None:  # type: ignore[no-untyped-def]
+def waiting_runs_with(start_worker, ray_head, settings: dict[str, object]) -> list[float | None]:  # type: ignore[no-untyped-def]
+    """CPUs Ray gave each run of a sleeping callable, with these settings, once it was judged."""
     worker = start_worker(
         "--cluster",
         ray_head.address,
         "--concurrency",
         "8",
-        env={"DJANGO_RAY_TEST_SETTINGS": json.dumps({"RAY_CPUS_PER_CALL": 0.5})},
+        env={"DJANGO_RAY_TEST_SETTINGS": json.dumps(settings)},
     )
-    waiting = lambda: tasks.assigned_cpus.enqueue(0.05)  # noqa: E731
-    assert run_all(worker, waiting, MIN_SAMPLES + 4) == [0.5] * (MIN_SAMPLES + 4)
+    runs = run_all(worker, lambda: tasks.assigned_cpus.enqueue(0.05), MIN_SAMPLES + 4)
     assert "waits on I/O" not in worker.log()
     assert worker.stop() == 0, worker.log()
+    return runs
+
+
+def test_an_explicit_cpus_per_call_wins(start_worker, ray_head) -> None:  # type: ignore[no-untyped-def]
+    runs = waiting_runs_with(start_worker, ray_head, {"RAY_CPUS_PER_CALL": 0.5})
+    assert runs == [0.5] * (MIN_SAMPLES + 4)
 
 
 def test_inference_can_be_turned_off(start_worker, ray_head) -> None:  # type: ignore[no-untyped-def]
-    worker = start_worker(
-        "--cluster",
-        ray_head.address,
-        "--concurrency",
-        "8",
-        env={"DJANGO_RAY_TEST_SETTINGS": json.dumps({"RAY_INFER_CPUS_PER_CALL": False})},
-    )
-    waiting = lambda: tasks.assigned_cpus.enqueue(0.05)  # noqa: E731
-    assert run_all(worker, waiting, MIN_SAMPLES + 4) == [1.0] * (MIN_SAMPLES + 4)
-    assert worker.stop() == 0, worker.log()
+    runs = waiting_runs_with(start_worker, ray_head, {"RAY_INFER_CPUS_PER_CALL": False})
+    assert runs == [1.0] * (MIN_SAMPLES + 4)
