@@ -251,15 +251,6 @@ SETTINGS: dict[str, Setting] = {
         64,
         nullable=True,
     ),
-    "RAY_INFER_CPUS_PER_CALL": Setting(
-        True,
-        (bool,),
-        "Ray Core runner: give a callable whose tasks mostly wait (CPU time under half their "
-        "wall time over their last runs: HTTP calls, queries, sleeps) a fraction of a CPU per "
-        "call, so that all of the worker's slots run at once; CPU-bound and not yet measured "
-        "callables keep one CPU. Ignored when RAY_CPUS_PER_CALL is set, and for tasks with "
-        "their own Ray resources.",
-    ),
     "RAY_INIT_KWARGS": Setting({}, (dict,), "Extra keyword arguments for ray.init()."),
     "RAY_JOB_PYTHON": Setting(
         None,

@@ -162,7 +162,6 @@ def run_task(payload: dict[str, Any]) -> Outcome:
     from django_ray.serialization import NotJSONSerializable, check_json, dumps
 
     started = time.perf_counter()
-    cpu_started = time.thread_time()
     path = payload["callable_path"]
     try:
         task = _load_task(path)
@@ -218,7 +217,6 @@ def run_task(payload: dict[str, Any]) -> Outcome:
         kind=OutcomeKind.SUCCEEDED,
         result_json=result_json,
         duration_seconds=time.perf_counter() - started,
-        cpu_seconds=time.thread_time() - cpu_started,
     )
 
 

@@ -83,9 +83,6 @@ class Outcome:
     # False for failures that would fail again (denylisted exception, bad callable, bad result).
     retryable: bool = True
     duration_seconds: float | None = None
-    # CPU time of the thread that ran the task body (the Ray Core runner tells I/O-bound
-    # callables from CPU-bound ones with it: runners/cpu_share.py).
-    cpu_seconds: float | None = None
     # Set when the executing process already wrote this outcome to the row itself (a Ray Job
     # does): the row's new state. The worker then only logs and counts it.
     recorded_state: str | None = None

@@ -249,21 +249,3 @@ def node_id() -> dict[str, Any]:
 
     context = ray.get_runtime_context()
     return {"node": str(context.get_node_id()), "assigned": context.get_assigned_resources()}
-
-
-@task
-def assigned_cpus(sleep_seconds: float, spin_seconds: float = 0.0) -> float | None:
-    """Compute for ``spin_seconds``, wait ``sleep_seconds``; return the CPUs Ray gave the call."""
-    import ray
-
-    deadline = time.perf_counter() + spin_seconds
-    while time.perf_counter() < deadline:
-        pass
-    time.sleep(sleep_seconds)
-    return ray.get_runtime_context().get_assigned_resources().get("CPU")
-
-
-@task
-def computing_cpus(spin_seconds: float) -> float | None:
-    """A CPU-bound body: compute for ``spin_seconds``; return the CPUs Ray gave the call."""
-    return assigned_cpus.func(0.0, spin_seconds)

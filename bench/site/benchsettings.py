@@ -51,8 +51,6 @@ else:
         "DEFAULT_CONCURRENCY": int(os.environ.get("BENCH_CONCURRENCY", "8")),
         "MAX_TASK_ATTEMPTS": 1,
     }
-    if os.environ.get("BENCH_INFER_CPUS") == "0":  # A/B runs: CPUs per call never inferred
-        DJANGO_RAY["RAY_INFER_CPUS_PER_CALL"] = False
     if os.environ.get("BENCH_CPUS_PER_CALL"):  # the I/O-bound setting (ours-io)
         DJANGO_RAY["RAY_CPUS_PER_CALL"] = float(os.environ["BENCH_CPUS_PER_CALL"])
     if os.environ.get("BENCH_RUNNER"):  # Ray Jobs mode: no --local/--cluster flag

@@ -50,7 +50,6 @@ from django_ray.runners.base import (
     Runner,
     RunnerUnavailable,
 )
-from django_ray.runners.cpu_share import CpuShares
 from django_ray.timeouts import timed_out
 
 logger = logging.getLogger("django_ray.runner")
@@ -58,8 +57,6 @@ logger = logging.getLogger("django_ray.runner")
 TARGET_CHUNK_SECONDS = 0.05
 # Durations are smoothed so one slow call does not flip a callable's chunk size.
 DURATION_SMOOTHING = 0.3
-# How often the cluster's CPU count is re-read for the CPUs of I/O-bound calls.
-CLUSTER_CPUS_REFRESH_SECONDS = 30.0
 # After a node death is seen: how long in-flight calls keep being matched against that node.
 DEAD_NODE_RECHECK_SECONDS = 10.0
 # ``ray.cancel`` can be lost when it races the call's dispatch to a Ray worker (the call was
@@ -110,12 +107,6 @@ class RayCoreRunner(Runner):
         self._lock = threading.RLock()
         # Mean duration per callable path; None until measured (such tasks run alone).
         self._durations: dict[str, float] = {}
-        # CPU share per callable path, and the cluster's CPUs it is divided by (read now and
-        # then: nodes join and leave).
-        self._cpu_shares = CpuShares()
-        self._cluster_cpus = 0.0
-        self._cluster_cpus_read_at = 0.0
-        self._io_bound_logged: set[str] = set()
         self._remote: Any = None
         self._dashboard_url: str | None = None
         self._ray: Any = None
@@ -154,7 +145,7 @@ class RayCoreRunner(Runner):
                 kwargs.setdefault("include_dashboard", False)
                 if conf.RAY_NUM_CPUS:
                     kwargs.setdefault("num_cpus", conf.RAY_NUM_CPUS)
-                if _fractional_cpus_possible():
+                if conf.RAY_CPUS_PER_CALL is not None and conf.RAY_CPUS_PER_CALL < 1:
                     # Keep one idle Ray worker process per slot: Ray's default keeps only
                     # num_cpus of them and kills the rest after a second idle, so with fractional
                     # CPUs per call processes would be restarted (Python, Ray and Django
@@ -262,9 +253,7 @@ class RayCoreRunner(Runner):
                 if ref is None:
                     continue
             else:
-                cpus = self._inferred_cpus(group[0].callable_path)
-                remote = self._remote if cpus is None else self._remote.options(num_cpus=cpus)
-                ref = remote.remote(
+                ref = self._remote.remote(
                     [t.payload() for t in group],
                     self.context.settings_module,
                     self.context.sys_path,
@@ -276,33 +265,6 @@ class RayCoreRunner(Runner):
                 self._mark_schedulable(chunk, nodes, now)
             with self._lock:
                 self._chunks[ref] = chunk
-
-    def _inferred_cpus(self, path: str) -> float | None:
-        """CPUs for a call of ``path`` from its measured CPU share; None: the call's default."""
-        conf = ray_settings()
-        if conf.RAY_CPUS_PER_CALL is not None or not conf.RAY_INFER_CPUS_PER_CALL:
-            return None
-        if self._cpu_shares.share(path) is None:
-            return None
-        now = time.monotonic()
-        if now - self._cluster_cpus_read_at > CLUSTER_CPUS_REFRESH_SECONDS:
-            try:
-                self._cluster_cpus = float(self._ray.cluster_resources().get("CPU", 0.0))
-            except Exception as exc:  # Ray unreachable now: keep the last figure
-                logger.debug("cannot read the cluster's CPUs now: %s", exc)
-            self._cluster_cpus_read_at = now
-        cpus = self._cpu_shares.cpus_per_call(path, self._cluster_cpus, self.concurrency)
-        if cpus is not None and path not in self._io_bound_logged:
-            self._io_bound_logged.add(path)
-            logger.info(
-                "%s waits on I/O (CPU %.0f%% of its wall time): its calls ask for %s CPU so that "
-                "all %d slots can run at once (RAY_INFER_CPUS_PER_CALL)",
-                path,
-                100 * (self._cpu_shares.share(path) or 0.0),
-                cpus,
-                self.concurrency,
-            )
-        return cpus
 
     def _submit_with_options(self, group: list[ClaimedTask], options: dict[str, Any]) -> Any:
         """Submit a call with the tasks' Ray options; None when Ray refuses them (e.g. a
@@ -611,10 +573,7 @@ class RayCoreRunner(Runner):
 
     def _learn_durations(self, tasks: list[ClaimedTask], by_id: dict[int, Outcome]) -> None:
         for task in tasks:
-            outcome = by_id[task.id]
-            seconds = outcome.duration_seconds
-            if not task.ray_options:  # own resources: its share says nothing of the default
-                self._cpu_shares.learn(task.callable_path, seconds, outcome.cpu_seconds)
+            seconds = by_id[task.id].duration_seconds
             if seconds is None:
                 continue
             previous = self._durations.get(task.callable_path)
@@ -732,11 +691,3 @@ def use_token_auth_if_available() -> None:
 
     if not os.environ.get("RAY_AUTH_MODE") and auth_token():
         os.environ["RAY_AUTH_MODE"] = "token"
-
-
-def _fractional_cpus_possible() -> bool:
-    """Whether calls may ask for less than one CPU: set so, or inferred for I/O-bound tasks."""
-    conf = ray_settings()
-    if conf.RAY_CPUS_PER_CALL is not None:
-        return conf.RAY_CPUS_PER_CALL < 1
-    return bool(conf.RAY_INFER_CPUS_PER_CALL)
