@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from django_ray.ray_auth import auth_token
+
 from .db import Databases
 from .procs import CpuGroup, TreeMonitor, stop_tree
 from .stats import percentile
@@ -244,13 +246,16 @@ def raw_ray(
     log = open(ctx.workdir / f"worker-{system.key}.log", "ab")  # noqa: SIM115
     group = CpuGroup(system.key)
     head = node = None
+    env = system.env(db)
     if system.cluster:  # the same two-node cluster as ours-cluster gets, in this group
-        head, node = start_ray_cluster(system.env(db), group)
+        head, node = start_ray_cluster(env, group)
         argv += ["--address", head.address]
+        if auth_token():  # a driver joining by address presents the token only when told to
+            env["RAY_AUTH_MODE"] = "token"
     proc = subprocess.Popen(
         argv,
         cwd=SITE,
-        env=system.env(db),
+        env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=log,
