@@ -7,6 +7,7 @@ Django imports here: the test and benchmark helpers use it before Django is set 
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
 
 
 def auth_token() -> str | None:
@@ -26,3 +27,11 @@ def auth_headers() -> dict[str, str]:
     """The bearer token header for Ray's HTTP APIs (Jobs, state), when a token exists."""
     token = auth_token()
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def present_token(env: MutableMapping[str, str]) -> None:
+    """Make a Ray client started with ``env`` present the token: heads start with token auth on
+    by default, but a client (driver, ``ray start`` of a node, a GCS client) only sends its
+    token when ``RAY_AUTH_MODE=token`` is set. An explicit ``RAY_AUTH_MODE`` is left alone."""
+    if not env.get("RAY_AUTH_MODE") and auth_token():
+        env["RAY_AUTH_MODE"] = "token"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django_ray.ray_auth import auth_token
+from django_ray.ray_auth import present_token
 
 from .db import Databases
 from .procs import CpuGroup, TreeMonitor, stop_tree
@@ -250,8 +250,7 @@ def raw_ray(
     if system.cluster:  # the same two-node cluster as ours-cluster gets, in this group
         head, node = start_ray_cluster(env, group)
         argv += ["--address", head.address]
-        if auth_token():  # a driver joining by address presents the token only when told to
-            env["RAY_AUTH_MODE"] = "token"
+        present_token(env)
     proc = subprocess.Popen(
         argv,
         cwd=SITE,

@@ -687,7 +687,6 @@ class RayCoreRunner(Runner):
 def use_token_auth_if_available() -> None:
     """Send Ray's auth token when one exists: heads start with token auth on by default, but a
     client only presents its token when ``RAY_AUTH_MODE=token`` is set in its environment."""
-    from django_ray.ray_auth import auth_token
+    from django_ray.ray_auth import present_token
 
-    if not os.environ.get("RAY_AUTH_MODE") and auth_token():
-        os.environ["RAY_AUTH_MODE"] = "token"
+    present_token(os.environ)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django_ray.ray_auth import auth_token
+from django_ray.ray_auth import present_token
 from django_ray.ray_dashboard import DashboardError, DashboardUnreachable, RayDashboard
 from tests.support.postgres import free_ports
 
@@ -208,8 +208,7 @@ class RayNode:
         ]
         env = {**os.environ, **self.head.env}
         env.pop("RAY_ADDRESS", None)
-        if auth_token():
-            env["RAY_AUTH_MODE"] = "token"
+        present_token(env)
         log = open(self.head.temp_dir.parent / "ray-node.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             args, env=env, stdout=log, stderr=log, start_new_session=True
@@ -321,8 +320,7 @@ def _gcs_nodes(head: RayHead) -> list[dict[str, object]]:
 
     env = {**os.environ, **head.env}
     env.pop("RAY_ADDRESS", None)
-    if auth_token():
-        env["RAY_AUTH_MODE"] = "token"
+    present_token(env)
     done = subprocess.run(
         [sys.executable, "-c", _GCS_NODES_SCRIPT, head.address],
         env=env,
