@@ -21,7 +21,7 @@ from django_ray.ray_auth import present_token
 from .db import Databases
 from .procs import CpuGroup, TreeMonitor, stop_tree
 from .stats import percentile
-from .systems import SITE, System, WorkerRun, start_ray_cluster
+from .systems import SITE, System, WorkerRun, start_ray_cluster, stop_ray
 
 WARMUP = 16
 # Longest wait for the warm-up tasks: a system that cannot run 16 tasks in this time (Ray
@@ -251,17 +251,22 @@ def raw_ray(
         head, node = start_ray_cluster(env, group)
         argv += ["--address", head.address]
         present_token(env)
-    proc = subprocess.Popen(
-        argv,
-        cwd=SITE,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        start_new_session=True,
-        preexec_fn=group.preexec,
-    )
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=SITE,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+            preexec_fn=group.preexec,
+        )
+    except BaseException:
+        log.close()
+        stop_ray(head, node, group)
+        raise
     roots = [proc.pid] + [r.process.pid for r in (head, node) if r is not None and r.process]
     monitor = TreeMonitor(roots, group=group)
     driver = TreeMonitor([proc.pid])
@@ -299,11 +304,5 @@ def raw_ray(
         driver.close()
         log.close()
         stop_tree(proc.pid, grace=5)
-        if node is not None:
-            node.kill()
-        if head is not None:
-            from tests.support.ray import destroy_head
-
-            destroy_head(head)
-        group.close()
+        stop_ray(head, node, group)
     return out

@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,15 +90,7 @@ class WorkerRun:
     def stop(self) -> None:
         for proc in self.procs:
             stop_tree(proc.pid)
-        if self.node is not None:
-            self.node.kill()  # a node is stopped before its head (the head would wait for it)
-        for pid in self.extra_roots:
-            stop_tree(pid)
-        if self.head is not None:
-            from tests.support.ray import destroy_head
-
-            destroy_head(self.head)
-        self.group.close()
+        stop_ray(self.head, self.node, self.group)
 
     def tail(self, lines: int = 30) -> str:
         try:
@@ -137,8 +129,8 @@ class System:
 
     @property
     def raw_ray(self) -> bool:
-        """Plain Ray, no Django: the ceiling (``benchapp.rawray``)."""
-        return self.key.startswith("raw-ray")
+        """Plain Ray, no Django and no table: the ceiling (``benchapp.rawray``)."""
+        return self.family == "none"
 
     def workloads(self, mode: str) -> tuple[str, ...]:
         """Workloads this system runs (Ray Jobs mode: its per-task overhead only)."""
@@ -218,29 +210,33 @@ class System:
         if self.cluster:
             head, node = start_ray_cluster(self.env(db), group)
             argv += ["--cluster", head.address]
-        procs = []
-        spawned_at = time.time()
-        with open(log, "ab") as fh:
-            for _ in range(self.processes):
-                procs.append(
-                    subprocess.Popen(
-                        [str(self.python), "-P", *argv],
-                        cwd=SITE,
-                        env=self.env(db, extra),
-                        stdout=fh,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                        start_new_session=True,
-                        preexec_fn=group.preexec,
+        run = WorkerRun(procs=[], log=log, group=group, head=head, node=node)
+        run.extra_roots = [r.process.pid for r in (head, node) if r is not None and r.process]
+        run.spawned_at = time.time()
+        try:
+            with open(log, "ab") as fh:
+                for _ in range(self.processes):
+                    run.procs.append(
+                        subprocess.Popen(
+                            [str(self.python), "-P", *argv],
+                            cwd=SITE,
+                            env=self.env(db, extra),
+                            stdout=fh,
+                            stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL,
+                            start_new_session=True,
+                            preexec_fn=group.preexec,
+                        )
                     )
-                )
-        run = WorkerRun(
-            procs=procs, log=log, group=group, spawned_at=spawned_at, head=head, node=node
-        )
-        for ray_process in (head, node):
-            if ray_process is not None and ray_process.process is not None:
-                run.extra_roots.append(ray_process.process.pid)
+        except BaseException:
+            run.stop()  # no Ray head or node outlives a worker that could not start
+            raise
         return run
+
+
+def _ray_env(env: dict[str, str]) -> dict[str, str]:
+    """What Ray's processes need of a system's environment to import its Django site."""
+    return {k: v for k, v in env.items() if k.startswith(("BENCH_", "DJANGO_", "PYTHON"))}
 
 
 def start_ray_head(env: dict[str, str], group: CpuGroup) -> Any:
@@ -250,19 +246,12 @@ def start_ray_head(env: dict[str, str], group: CpuGroup) -> Any:
     """
     from tests.support.ray import new_head
 
-    head = new_head(
-        num_cpus=os.cpu_count() or 2,
-        env={k: v for k, v in env.items() if k.startswith(("BENCH_", "DJANGO_", "PYTHON"))},
-        prefix="drb-",
-    )
+    head = new_head(num_cpus=os.cpu_count() or 2, env=_ray_env(env), prefix="drb-")
     try:
         with group.joined():
             head.start()
     except BaseException:
-        from tests.support.ray import destroy_head
-
-        destroy_head(head)
-        group.close()
+        stop_ray(head, None, group)
         raise
     return head
 
@@ -272,22 +261,33 @@ def start_ray_cluster(env: dict[str, str], group: CpuGroup) -> tuple[Any, Any]:
     processes accounted to ``group``; the machine's CPUs are split between the two nodes.
 
     Ray's worker processes on both nodes import the benchmark's Django site (``env``)."""
-    from tests.support.ray import RayNode, destroy_head, new_head
+    from tests.support.ray import RayNode, new_head
 
     cpus = os.cpu_count() or 2
-    ray_env = {k: v for k, v in env.items() if k.startswith(("BENCH_", "DJANGO_", "PYTHON"))}
-    head = new_head(num_cpus=max(1, cpus // 2), env=ray_env, prefix="drc-")
+    head = new_head(num_cpus=max(1, cpus // 2), env=_ray_env(env), prefix="drc-")
     node = RayNode(head, num_cpus=max(1, cpus - cpus // 2), resources={"bench_node": 1.0})
     try:
         with group.joined():
             head.start()
             node.start()
     except BaseException:
-        node.kill()
-        destroy_head(head)
-        group.close()
+        stop_ray(head, node, group)
         raise
     return head, node
+
+
+def stop_ray(head: Any, node: Any, group: CpuGroup) -> None:
+    """Stop what :func:`start_ray_head` or :func:`start_ray_cluster` started (either may be
+    None), node before head (the head would wait for it), then close ``group``."""
+    from tests.support.ray import destroy_head
+
+    if node is not None:
+        node.kill()
+    if head is not None:
+        if head.process is not None:  # the head's whole tree: Ray workers run in own sessions
+            stop_tree(head.process.pid)
+        destroy_head(head)
+    group.close()
 
 
 def all_systems(concurrency: int) -> list[System]:
@@ -296,8 +296,16 @@ def all_systems(concurrency: int) -> list[System]:
     cpus_per_slot = round(min(1.0, (os.cpu_count() or 1) / concurrency), 3)
     # ours-local, ours-io and djray070 run the same worker command (0.7.0 has the same CLI and
     # import name, in its own venv); they differ in venv, settings and env.
-    local_worker_argv = ["-m", "django", "django_ray_worker", "--queue", "default"]
-    local_worker_argv += ["--concurrency", c, "--local"]
+    worker_argv = ["-m", "django", "django_ray_worker", "--queue", "default", "--concurrency", c]
+    local_worker_argv = [*worker_argv, "--local"]
+    raw_ray = System(
+        key="raw-ray",
+        label="raw Ray (ceiling: f.remote() per task)",
+        family="none",
+        venv="ours",
+        table=RAW_TABLE,
+        worker_argv=[],
+    )
     return [
         System(
             key="ours-local",
@@ -330,15 +338,7 @@ def all_systems(concurrency: int) -> list[System]:
             family="ours",
             venv="ours",
             table=RAY_TABLE,
-            worker_argv=[
-                "-m",
-                "django",
-                "django_ray_worker",
-                "--queue",
-                "default",
-                "--concurrency",
-                c,
-            ],
+            worker_argv=worker_argv,  # no mode flag: Ray Jobs, the default runner
             has_bulk=True,
             ray_head=True,
             warm_slots=False,
@@ -389,21 +389,14 @@ def all_systems(concurrency: int) -> list[System]:
                 "no-op and 1,000 sleep tasks (a quarter in --quick): a steady one-at-a-time rate"
             ),
         ),
-        System(
-            key="raw-ray",
-            label="raw Ray (ceiling: f.remote() per task)",
-            family="none",
-            venv="ours",
-            table=RAW_TABLE,
-            worker_argv=[],
-        ),
+        raw_ray,
         System(
             key="ours-cluster",
             label="django-ray (ours, --cluster: a driver on a two-node Ray cluster)",
             family="ours",
             venv="ours",
             table=RAY_TABLE,
-            worker_argv=local_worker_argv[:-1],  # --cluster ADDRESS instead of --local
+            worker_argv=worker_argv,  # start_worker adds --cluster HEAD:PORT
             has_bulk=True,
             cluster=True,
             note=(
@@ -412,13 +405,10 @@ def all_systems(concurrency: int) -> list[System]:
                 "RSS is the driver process's own"
             ),
         ),
-        System(
+        replace(
+            raw_ray,
             key="raw-ray-cluster",
             label="raw Ray on the same two-node cluster (f.remote() per task)",
-            family="none",
-            venv="ours",
-            table=RAW_TABLE,
-            worker_argv=[],
             cluster=True,
         ),
         System(
