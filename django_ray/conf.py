@@ -251,6 +251,14 @@ SETTINGS: dict[str, Setting] = {
         64,
         nullable=True,
     ),
+    "RAY_THREADS_PER_CALL": Setting(
+        8,
+        (int,),
+        "Most task bodies one Ray Core call runs at once, in threads, for a callable measured "
+        "I/O-bound (its body's CPU time under a quarter of its wall time); 1 turns it off.",
+        1,
+        256,
+    ),
     "RAY_INIT_KWARGS": Setting({}, (dict,), "Extra keyword arguments for ray.init()."),
     "RAY_JOB_PYTHON": Setting(
         None,

@@ -83,6 +83,9 @@ class Outcome:
     # False for failures that would fail again (denylisted exception, bad callable, bad result).
     retryable: bool = True
     duration_seconds: float | None = None
+    # CPU time of the body's own thread: with duration_seconds it tells the runner whether a
+    # callable waits on I/O (django_ray.runners.ray_core runs such bodies in threads).
+    cpu_seconds: float | None = None
     # Set when the executing process already wrote this outcome to the row itself (a Ray Job
     # does): the row's new state. The worker then only logs and counts it.
     recorded_state: str | None = None

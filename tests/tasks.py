@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from typing import Any
 
@@ -249,3 +250,31 @@ def node_id() -> dict[str, Any]:
 
     context = ray.get_runtime_context()
     return {"node": str(context.get_node_id()), "assigned": context.get_assigned_resources()}
+
+
+# One barrier per party count, shared by the threads of one process.
+_RENDEZVOUS: dict[int, threading.Barrier] = {}
+
+
+@task
+def rendezvous(parties: int, timeout: float) -> int:
+    """Return once ``parties`` bodies wait here at the same time in this process; raise
+    ``BrokenBarrierError`` after ``timeout`` seconds otherwise (they never ran side by side)."""
+    barrier = _RENDEZVOUS.setdefault(parties, threading.Barrier(parties, timeout=timeout))
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        _RENDEZVOUS.pop(
+            parties, None
+        )  # a broken barrier stays broken: the next test gets a new one
+        raise
+    return parties
+
+
+@task
+def io_wait(seconds: float, marker: str) -> float:
+    """Wait ``seconds`` without using the CPU; probe the process, thread and the interval."""
+    started = time.time()
+    time.sleep(seconds)
+    _probe(marker, thread=threading.get_ident(), started=started, ended=time.time())
+    return seconds

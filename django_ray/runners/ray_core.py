@@ -5,8 +5,16 @@ to back, so Ray's per-call overhead is paid once per chunk. The chunk size of a 
 its measured duration (aiming at about :data:`TARGET_CHUNK_SECONDS` per chunk, at most
 ``MAX_CHUNK_SIZE``). A callable not measured yet, a slow one, and any task with a timeout run
 alone, so a long task never holds short ones behind it, and stopping it (cancel, timeout)
-stops nothing else. ``concurrency`` is the
-number of Ray calls in flight, so at most that many task bodies run at once.
+stops nothing else. ``concurrency`` is the number of Ray calls in flight.
+
+I/O-bound callables. Each outcome carries its body's CPU time; a callable whose bodies use
+less than :data:`IO_BOUND_CPU_SHARE` of their wall time on the CPU (sleeps, HTTP, database
+waits) runs up to ``RAY_THREADS_PER_CALL`` bodies at once in threads of one call, and its
+chunks hold that many times more tasks. The call still asks Ray for its CPUs as before and,
+under the GIL, never uses more than one: CPU-bound tasks are not oversubscribed, and a
+callable misjudged I/O-bound only interleaves. Per-task Ray options (``num_cpus``) still apply.
+Bodies over :data:`IO_BOUND_MAX_SECONDS` keep running alone. So at most ``concurrency`` bodies run at once, or ``concurrency * RAY_THREADS_PER_CALL`` for
+I/O-bound callables.
 
 Dead nodes. When a node stops answering without closing its connections (a host that crashed
 or lost power, a network partition), Ray's GCS marks it dead after its health checks fail, but
@@ -57,6 +65,15 @@ logger = logging.getLogger("django_ray.runner")
 TARGET_CHUNK_SECONDS = 0.05
 # Durations are smoothed so one slow call does not flip a callable's chunk size.
 DURATION_SMOOTHING = 0.3
+# A callable whose bodies spend less than this share of their wall time on their own CPU waits
+# on I/O: RAY_THREADS_PER_CALL of them run at once in one call. A CPU-bound body on a busy
+# machine still gets well over half its wall time, so contention does not make it look idle.
+IO_BOUND_CPU_SHARE = 0.25
+# Bodies shorter than this run back to back: a thread hand-off would cost more than it saves.
+IO_BOUND_MIN_SECONDS = 0.002
+# Longer bodies run alone, as long ones always have: stopping one task of a call stops the
+# whole call, so its neighbours would run again (see RAY_CPUS_PER_CALL for those).
+IO_BOUND_MAX_SECONDS = 1.0
 # After a node death is seen: how long in-flight calls keep being matched against that node.
 DEAD_NODE_RECHECK_SECONDS = 10.0
 # ``ray.cancel`` can be lost when it races the call's dispatch to a Ray worker (the call was
@@ -107,6 +124,8 @@ class RayCoreRunner(Runner):
         self._lock = threading.RLock()
         # Mean duration per callable path; None until measured (such tasks run alone).
         self._durations: dict[str, float] = {}
+        # Mean share of that duration its bodies spent on their own CPU, per callable path.
+        self._cpu_shares: dict[str, float] = {}
         self._remote: Any = None
         self._dashboard_url: str | None = None
         self._ray: Any = None
@@ -215,14 +234,24 @@ class RayCoreRunner(Runner):
 
     def chunk_size(self, callable_path: str | None = None) -> int:
         """Tasks per Ray call: for one callable, or the largest over those measured."""
-        limit = ray_settings().MAX_CHUNK_SIZE
         if callable_path is None:
-            seconds = min(self._durations.values(), default=None)
-        else:
-            seconds = self._durations.get(callable_path)
+            return max((self.chunk_size(path) for path in self._durations), default=1)
+        seconds = self._durations.get(callable_path)
         if seconds is None:
             return 1
-        return max(1, min(limit, int(TARGET_CHUNK_SECONDS / max(seconds, 1e-6))))
+        back_to_back = max(1, int(TARGET_CHUNK_SECONDS / max(seconds, 1e-6)))
+        size = back_to_back * self.threads_per_call(callable_path)
+        return max(1, min(ray_settings().MAX_CHUNK_SIZE, size))
+
+    def threads_per_call(self, callable_path: str) -> int:
+        """Bodies of ``callable_path`` one call runs at once: more than 1 once measured I/O-bound."""
+        limit = int(ray_settings().RAY_THREADS_PER_CALL)
+        seconds = self._durations.get(callable_path)
+        share = self._cpu_shares.get(callable_path)
+        if limit <= 1 or seconds is None or share is None:
+            return 1
+        short = IO_BOUND_MIN_SECONDS <= seconds <= IO_BOUND_MAX_SECONDS
+        return limit if short and share < IO_BOUND_CPU_SHARE else 1
 
     def free_slots(self) -> int:
         free_calls = self.concurrency - len(self._chunks)
@@ -257,6 +286,7 @@ class RayCoreRunner(Runner):
                     [t.payload() for t in group],
                     self.context.settings_module,
                     self.context.sys_path,
+                    self._threads_for(group),
                 )
             timeout = group[0].timeout_seconds if len(group) == 1 else None
             chunk = _Chunk(ref, group, now, now + timeout if timeout else None)
@@ -271,7 +301,10 @@ class RayCoreRunner(Runner):
         runtime_env working_dir that does not exist): those tasks end FAILED, not retried."""
         try:
             return self._remote.options(**ray_options.core_options(options)).remote(
-                [t.payload() for t in group], self.context.settings_module, self.context.sys_path
+                [t.payload() for t in group],
+                self.context.settings_module,
+                self.context.sys_path,
+                self._threads_for(group),
             )
         except Exception as exc:  # Ray's own validation: any type; the worker must go on
             message = (
@@ -573,15 +606,18 @@ class RayCoreRunner(Runner):
 
     def _learn_durations(self, tasks: list[ClaimedTask], by_id: dict[int, Outcome]) -> None:
         for task in tasks:
-            seconds = by_id[task.id].duration_seconds
+            outcome = by_id[task.id]
+            seconds = outcome.duration_seconds
             if seconds is None:
                 continue
-            previous = self._durations.get(task.callable_path)
-            self._durations[task.callable_path] = (
-                seconds
-                if previous is None
-                else (1 - DURATION_SMOOTHING) * previous + DURATION_SMOOTHING * seconds
-            )
+            path = task.callable_path
+            self._durations[path] = _smoothed(self._durations.get(path), seconds)
+            if outcome.cpu_seconds is not None and seconds > 0:
+                share = min(1.0, outcome.cpu_seconds / seconds)
+                self._cpu_shares[path] = _smoothed(self._cpu_shares.get(path), share)
+
+    def _threads_for(self, group: list[ClaimedTask]) -> int:
+        return min(len(group), self.threads_per_call(group[0].callable_path))
 
     def _stopped(self, chunk: _Chunk) -> Finished:
         finished: Finished = []
@@ -682,6 +718,12 @@ class RayCoreRunner(Runner):
         ]
         self._connected = False
         return finished
+
+
+def _smoothed(previous: float | None, value: float) -> float:
+    if previous is None:
+        return value
+    return (1 - DURATION_SMOOTHING) * previous + DURATION_SMOOTHING * value
 
 
 def use_token_auth_if_available() -> None:
