@@ -88,9 +88,8 @@ def test_a_threaded_chunk_runs_its_bodies_side_by_side() -> None:
     outcomes = run_chunk(_payloads(4, "tests.tasks.rendezvous", [4, 10.0]), None, [], 4)
     assert [o.kind for o in outcomes] == [OutcomeKind.SUCCEEDED] * 4, outcomes
     assert [o.execution_id for o in outcomes] == [100, 101, 102, 103]
-    for outcome in outcomes:
-        assert outcome.cpu_seconds is not None and outcome.duration_seconds is not None
-        assert 0 <= outcome.cpu_seconds <= outcome.duration_seconds
+    # Each body reports its own thread's CPU time, what the runner's judgement reads.
+    assert all(o.cpu_seconds is not None and o.cpu_seconds >= 0 for o in outcomes), outcomes
 
 
 def test_a_chunk_without_threads_runs_them_one_after_another() -> None:
