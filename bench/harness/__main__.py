@@ -36,6 +36,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "enqueue": 2_000,
         "unique": 2_000,
         "serial": 2_000,
+        "fair": 5_000,
+        "cpu": 600,
     },
     "quick": {
         "noop": 2_000,
@@ -45,10 +47,16 @@ PROFILES: dict[str, dict[str, Any]] = {
         "enqueue": 400,
         "unique": 400,
         "serial": 400,
+        "fair": 1_000,
+        "cpu": 200,
     },
 }
-# unique and serial: django-ray's own features (docs/scheduling.md), ours-local only.
-WORKLOADS = ("enqueue", "noop", "trickle", "sleep10", "hist", "unique", "serial")
+# unique and serial: django-ray's own features (docs/scheduling.md), ours-local only; fair:
+# two --cluster workers sharing one queue (ours-cluster only); cpu: a CPU-bound drain (ours-local
+# with and without task bodies in threads, and raw Ray).
+WORKLOADS = ("enqueue", "noop", "trickle", "sleep10", "hist", "unique", "serial", "fair", "cpu")
+# The task body each drain runs (the others: noop).
+DRAIN_TASK = {"sleep10": "sleep10", "cpu": "spin20"}
 
 
 def log(msg: str) -> None:
@@ -274,7 +282,7 @@ def run_workload(
             if system.family != "none"
             else {"name": "postgres", "host": ctx.dbs.host, "port": ctx.dbs.port}
         )
-        task = "sleep10" if workload == "sleep10" else "noop"
+        task = DRAIN_TASK.get(workload, "noop")
         n = n_for(system, workload, profile, doc["mode"])
         log(f"{ctx.progress.next()} {workload:8} {system.key:12} n={n:,} ...")
         t = time.monotonic()
@@ -285,6 +293,8 @@ def run_workload(
                 res = runner.unique_costs(ctx, system, db, n)
             elif workload == "serial":
                 res = runner.drain(ctx, system, db, "noop", n, workload, "serial")
+            elif workload == "fair":
+                res = runner.fair(ctx, system, db, n)
             elif workload == "trickle":
                 res = runner.trickle(ctx, system, db, n, system.trickle_interval)
             else:
@@ -371,6 +381,10 @@ def summary(res: dict[str, Any]) -> str:
     parts = []
     if res.get("tasks_per_s"):
         parts.append(f"{res['done']:,} tasks, {res['tasks_per_s']:,.0f}/s")
+    if res.get("workers"):
+        parts.append(
+            ", ".join(f"{w['worker']} {w['tasks']:,} ({w['share']:.1%})" for w in res["workers"])
+        )
     if res.get("p50_ms") is not None:
         parts.append(f"p50 {res['p50_ms']:.1f} ms p99 {res['p99_ms']:.1f} ms")
     if res.get("cpu_ms_per_task") is not None:

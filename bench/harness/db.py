@@ -92,6 +92,18 @@ class Databases:
         return conn.execute(q).fetchone()[0]
 
     @staticmethod
+    def claims_by_worker(
+        conn: psycopg.Connection[Any], table: Table, since: float
+    ) -> dict[str, int]:
+        """Rows finished at/after ``since`` by the worker that claimed them (django-ray's table:
+        ``claimed_by_worker`` is set by the claim and kept when the outcome is recorded)."""
+        q = sql.SQL(
+            "SELECT claimed_by_worker, count(*) FROM {t} "
+            "WHERE {fin} >= to_timestamp(%s) GROUP BY claimed_by_worker"
+        ).format(t=sql.Identifier(table.name), fin=sql.Identifier(table.finished_col))
+        return {str(worker): int(count) for worker, count in conn.execute(q, (since,)).fetchall()}
+
+    @staticmethod
     def start_times(
         conn: psycopg.Connection[Any], table: Table, ids: list[str]
     ) -> dict[str, float]:

@@ -16,7 +16,11 @@ WORKLOAD_TITLES = {
     "trickle": "Pickup latency (one task every 20 ms, idle worker)",
     "hist": "No-op drain with history rows in the table",
     "enqueue": "Enqueue cost (no worker running)",
+    "cpu": "CPU-bound drain (20 ms of CPU per task)",
+    "fair": "Two --cluster workers on one queue (fair share)",
 }
+# The lowest and highest share of a burst either of the two workers may claim (issue 13).
+FAIR_SHARE = (0.35, 0.65)
 
 
 def _rows(results: dict[str, Any], workload: str) -> list[dict[str, Any]]:
@@ -74,6 +78,7 @@ def targets(doc: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
 
 
 CLUSTER = "ours-cluster"
+NO_THREADS = "ours-nothreads"
 
 
 def deployed_targets(doc: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
@@ -87,7 +92,9 @@ def deployed_targets(doc: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     raw_sleep = [rate("sleep10", key) for key in ("raw-ray", "raw-ray-cluster")]
     best_raw_sleep = max((v for v in raw_sleep if v), default=None)
     enqueue = _get(r, "enqueue", OURS, "loop_calls_per_s")
-    rows: list[tuple[str, float | None, Callable[[float], str], Callable[[float], bool]]] = [
+    fair = _get(r, "fair", CLUSTER, "workers")
+    low, high = FAIR_SHARE
+    rows: list[tuple[str, Any, Callable[[Any], str], Callable[[Any], bool]]] = [
         (
             "--cluster: worker start to first claim <= 1.5 s",
             _get(r, "noop", CLUSTER, "ready_s"),
@@ -129,6 +136,18 @@ def deployed_targets(doc: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             ratio(rate("sleep10", OURS), best_raw_sleep),
             fmt_ratio,
             lambda v: v >= 0.9,
+        ),
+        (
+            f"two --cluster workers on one queue: each claims {low * 100:.0f}-{high:.0%} of N",
+            fair or None,
+            lambda workers: ", ".join(f"{w['share']:.1%}" for w in workers),
+            lambda workers: len(workers) >= 2 and all(low <= w["share"] <= high for w in workers),
+        ),
+        (
+            "CPU-bound drain (20 ms spin), default settings, within 5% of RAY_THREADS_PER_CALL=1",
+            ratio(rate("cpu", OURS), rate("cpu", NO_THREADS)),
+            fmt_ratio,
+            lambda v: v >= 0.95,
         ),
     ]
     return [
@@ -197,6 +216,29 @@ def _jobs_section(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _fair_section(doc: dict[str, Any]) -> list[str]:
+    """The fair-share run: each worker's count of one burst, and the drain's rate."""
+    row = doc["results"].get("fair", {}).get(CLUSTER)
+    if not row:
+        return []
+    lines = [
+        f"## {WORKLOAD_TITLES['fair']}",
+        "",
+        f"{row['n']:,} no-op tasks enqueued while both workers (drivers on one two-node Ray "
+        f"cluster) were paused, then both resumed: {fmt(row.get('done'))} done at "
+        f"{fmt(row.get('tasks_per_s'))} tasks/s."
+        + (f" (**{row['error']}**)" if row.get("error") else ""),
+        "",
+    ]
+    if row.get("workers"):
+        lines += ["| worker | tasks claimed | share of N |", "|---|---|---|"]
+        lines += [
+            f"| {w['worker']} | {fmt(w['tasks'])} | {w['share']:.1%} |" for w in row["workers"]
+        ]
+        lines.append("")
+    return lines
+
+
 def _scheduling_section(doc: dict[str, Any]) -> list[str]:
     """django-ray's own features (docs/scheduling.md): unique enqueue and serialized drains."""
     r = doc["results"]
@@ -252,7 +294,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Run took {doc['duration_s']:.0f} s.",
         "",
     ]
-    for workload in ("noop", "sleep10", "hist"):
+    for workload in ("noop", "sleep10", "cpu", "hist"):
         rows = _rows(r, workload)
         if not rows:
             continue
@@ -341,6 +383,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 cells[0] += f" (**{row['error']}**)"
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _fair_section(doc)
     lines += _scheduling_section(doc)
     lines += _jobs_section(doc)
     lines += ["## Targets (issue 6)", "", "| target | measured | met |", "|---|---|---|"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ from .stats import percentile
 from .systems import SITE, System, WorkerRun, start_ray_cluster, stop_ray
 
 WARMUP = 16
+# Worker processes of the fair-share run: two, each a driver on the same Ray cluster.
+FAIR_WORKERS = 2
 # Longest wait for the warm-up tasks: a system that cannot run 16 tasks in this time (Ray
 # busy elsewhere, Jobs API unreachable) is reported as failed instead of eating the budget.
 WARMUP_TIMEOUT = 120.0
@@ -147,6 +149,65 @@ def drain(
         pg.close()
         run.stop()
     return out
+
+
+def fair(ctx: Context, system: System, db: dict[str, Any], n: int) -> dict[str, Any]:
+    """Two workers of ``system`` on one queue (``--cluster``: drivers on one Ray cluster) and a
+    burst of ``n`` no-op tasks: how many does each claim?
+
+    The drain protocol with both workers in one run: warmed up until each has claimed tasks of
+    its own, paused, the burst enqueued, both resumed back to back (two ``SIGCONT`` in a row).
+    Each one's count is read from the rows it claimed (``claimed_by_worker``).
+    """
+    out = _result(system, "fair", n)
+    pair = replace(system, processes=FAIR_WORKERS)
+    run = _start_warm(ctx, pair, db, "noop")
+    try:
+        workers = _warm_each(ctx, pair, db, run)
+        run.pause()
+        enq = pair.enqueue(db, "noop", n, "bulk" if pair.has_bulk else "loop")
+        out["fill_calls_per_s"] = enq["calls_per_s"]
+        with ctx.dbs.connect(db["name"]) as conn:
+            t0 = time.time()
+            run.resume()
+            drained = _wait_drained(ctx, conn, pair, run, ctx.timeout)
+            ok, failed, last = ctx.dbs.finished_since(conn, pair.table, t0)
+            claims = ctx.dbs.claims_by_worker(conn, pair.table, t0)
+    finally:
+        run.stop()
+    out.update(done=ok, failed=failed, complete=drained and ok == n)
+    if last:
+        out["seconds"] = last - t0
+        out["tasks_per_s"] = ok / out["seconds"] if out["seconds"] > 0 else None
+    # A worker that claimed nothing of the burst is listed too, with 0.
+    counts = {**dict.fromkeys(workers, 0), **claims}
+    out["workers"] = [{"worker": w, "tasks": c, "share": c / n} for w, c in counts.items()]
+    if not drained:
+        out["error"] = f"not drained within {ctx.timeout:.0f} s ({ok}/{n} done)"
+    return out
+
+
+def _warm_each(ctx: Context, system: System, db: dict[str, Any], run: WorkerRun) -> list[str]:
+    """Worker ids of ``run``'s processes, once each has claimed warm-up tasks of its own.
+
+    Started together, one process may claim the whole first warm-up before the other's lease is
+    live; rounds of warm-up tasks follow until every process has run some (Ray connected, its
+    Ray worker processes up), as :func:`_start_warm` makes sure for a lone worker.
+    """
+    deadline = time.monotonic() + WARMUP_TIMEOUT
+    with ctx.dbs.connect(db["name"]) as conn:
+        while True:
+            claimed = ctx.dbs.claims_by_worker(conn, system.table, 0.0)
+            if len(claimed) >= len(run.procs):
+                return sorted(claimed)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(
+                    f"{system.key}: {len(claimed)} of {len(run.procs)} workers claimed warm-up "
+                    f"tasks in {WARMUP_TIMEOUT:.0f} s:\n{run.tail()}"
+                )
+            system.enqueue(db, "noop", WARMUP, "loop")
+            _wait_drained(ctx, conn, system, run, left)
 
 
 def trickle(

@@ -135,7 +135,7 @@ class System:
     def workloads(self, mode: str) -> tuple[str, ...]:
         """Workloads this system runs (Ray Jobs mode: its per-task overhead only)."""
         if self.ray_head or self.cluster:  # enqueue is the same backend as ours-local
-            return ("noop", "trickle")
+            return ("noop", "trickle", *self.extras)
         if self.only:
             return self.only
         every = ("enqueue", "noop", "trickle", "sleep10", "hist", *self.extras)
@@ -305,6 +305,7 @@ def all_systems(concurrency: int) -> list[System]:
         venv="ours",
         table=RAW_TABLE,
         worker_argv=[],
+        extras=("cpu",),  # the ceiling of the CPU-bound drain
     )
     return [
         System(
@@ -315,7 +316,7 @@ def all_systems(concurrency: int) -> list[System]:
             table=RAY_TABLE,
             worker_argv=local_worker_argv,
             has_bulk=True,
-            extras=("unique", "serial"),
+            extras=("unique", "serial", "cpu"),
         ),
         System(
             key="ours-io",
@@ -330,6 +331,22 @@ def all_systems(concurrency: int) -> list[System]:
             note=(
                 "the --local worker with RAY_CPUS_PER_CALL = CPUs / concurrency, the setting "
                 "for I/O-bound tasks: all slots run at once (sleep drain only)"
+            ),
+        ),
+        System(
+            key="ours-nothreads",
+            label="django-ray (ours, --local, RAY_THREADS_PER_CALL=1: no threads)",
+            family="ours",
+            venv="ours",
+            table=RAY_TABLE,
+            worker_argv=local_worker_argv,
+            has_bulk=True,
+            only=("sleep10", "cpu"),
+            worker_env={"BENCH_THREADS_PER_CALL": "1"},
+            note=(
+                "the --local worker with RAY_THREADS_PER_CALL = 1: one task body at a time per "
+                "Ray call, never in threads (the behaviour before that setting); the baseline of "
+                "the sleep and CPU-bound drains"
             ),
         ),
         System(
@@ -399,10 +416,12 @@ def all_systems(concurrency: int) -> list[System]:
             worker_argv=worker_argv,  # start_worker adds --cluster HEAD:PORT
             has_bulk=True,
             cluster=True,
+            extras=("fair",),
             note=(
                 "the deployed shape: a Ray head and a second Ray node started with `ray start` "
                 "(half the CPUs each), the worker a driver joining them (--cluster); "
-                "RSS is the driver process's own"
+                "RSS is the driver process's own; the fair-share run starts two such workers "
+                "on one cluster"
             ),
         ),
         replace(
@@ -410,6 +429,7 @@ def all_systems(concurrency: int) -> list[System]:
             key="raw-ray-cluster",
             label="raw Ray on the same two-node cluster (f.remote() per task)",
             cluster=True,
+            extras=(),  # the CPU-bound ceiling is raw-ray's
         ),
         System(
             key="raw-sql",

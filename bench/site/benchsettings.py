@@ -53,6 +53,8 @@ else:
     }
     if os.environ.get("BENCH_CPUS_PER_CALL"):  # the I/O-bound setting (ours-io)
         DJANGO_RAY["RAY_CPUS_PER_CALL"] = float(os.environ["BENCH_CPUS_PER_CALL"])
+    if os.environ.get("BENCH_THREADS_PER_CALL"):  # 1: no task bodies in threads (ours-nothreads)
+        DJANGO_RAY["RAY_THREADS_PER_CALL"] = int(os.environ["BENCH_THREADS_PER_CALL"])
     if os.environ.get("BENCH_RUNNER"):  # Ray Jobs mode: no --local/--cluster flag
         DJANGO_RAY["RUNNER"] = os.environ["BENCH_RUNNER"]
         DJANGO_RAY["RAY_ADDRESS"] = os.environ["BENCH_RAY_ADDRESS"]

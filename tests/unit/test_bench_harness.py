@@ -236,11 +236,15 @@ def test_steps_and_counts_follow_the_systems() -> None:
     # Every workload on every system, except: Ray Jobs and --cluster only noop (+ trickle on its
     # worker), raw Ray has no table (no enqueue, no hist) and its trickle is a step of its own
     # (on one Ray and on the two-node cluster); unique and serial (django-ray's own features)
-    # run on ours-local only.
+    # run on ours-local only; fair on ours-cluster only; cpu on ours-local, ours-nothreads and
+    # raw Ray.
     steps = count_steps(list(systems.values()), list(WORKLOADS), "full")
-    assert steps == 4 + 8 + 2 + 6 + 4 + 2  # enqueue, noop, trickle, sleep10 (+ ours-io), hist
+    # enqueue, noop, trickle, sleep10 (+ ours-io, ours-nothreads), hist, unique + serial, fair, cpu
+    assert steps == 4 + 8 + 2 + 7 + 4 + 2 + 1 + 3
+    assert systems["ours-cluster"].workloads("full") == ("noop", "trickle", "fair")
+    assert systems["raw-ray-cluster"].workloads("full") == ("noop", "trickle")
     for key in ("ours-cluster", "raw-ray-cluster"):
-        assert systems[key].cluster and systems[key].workloads("full") == ("noop", "trickle")
+        assert systems[key].cluster
     # The deployed shape: a driver joining the cluster the harness starts, not an embedded Ray.
     assert "--local" not in systems["ours-cluster"].worker_argv
     assert systems["raw-ray-cluster"].raw_ray and not systems["ours-cluster"].raw_ray
@@ -251,3 +255,110 @@ def test_steps_and_counts_follow_the_systems() -> None:
     assert count_steps([systems["ours-local"]], ["trickle"], "full") == 1
     # --quick leaves django-ray 0.7.0's history drain out (its time budget).
     assert count_steps(list(systems.values()), list(WORKLOADS), "quick") == steps - 1
+
+
+def test_fair_and_cpu_workloads_run_on_their_systems() -> None:
+    from bench.harness.__main__ import DRAIN_TASK, PROFILES, WORKLOADS, count_steps, n_for
+    from bench.harness.systems import all_systems
+    from bench.site.benchapp.plain import PLAIN
+
+    systems = {s.key: s for s in all_systems(8)}
+    every = list(systems.values())
+    for mode in ("full", "quick"):
+        assert [k for k, s in systems.items() if "fair" in s.workloads(mode)] == ["ours-cluster"]
+        assert [k for k, s in systems.items() if "cpu" in s.workloads(mode)] == [
+            "ours-local",
+            "ours-nothreads",
+            "raw-ray",
+        ]
+        assert count_steps(every, ["fair"], mode) == 1
+        assert count_steps(every, ["cpu"], mode) == 3
+    assert {"fair", "cpu"} <= set(WORKLOADS)
+    # ours-nothreads: the --local worker with task bodies never in threads, sleep and CPU drains.
+    nothreads = systems["ours-nothreads"]
+    assert nothreads.worker_argv == systems["ours-local"].worker_argv
+    assert nothreads.worker_env == {"BENCH_THREADS_PER_CALL": "1"}
+    assert nothreads.workloads("full") == ("sleep10", "cpu")
+    assert count_steps([systems["ours-local"], nothreads], ["sleep10"], "full") == 2
+    # The CPU-bound drain runs spin20, which raw Ray (PLAIN) has too.
+    assert DRAIN_TASK["cpu"] == "spin20" and set(DRAIN_TASK.values()) <= set(PLAIN)
+    full, quick = PROFILES["full"], PROFILES["quick"]
+    assert n_for(systems["ours-cluster"], "fair", full, "full") == 5_000
+    assert n_for(systems["ours-cluster"], "fair", quick, "quick") == 1_000
+    assert n_for(nothreads, "cpu", full, "full") == 600
+    assert n_for(systems["raw-ray"], "cpu", quick, "quick") == 200
+
+
+def _fair_doc(*shares: float) -> dict:
+    doc = _doc(1000.0, 50.0)
+    n = 1000
+    workers = [
+        {"worker": f"host-{i}", "tasks": round(share * n), "share": share}
+        for i, share in enumerate(shares)
+    ]
+    doc["labels"]["ours-cluster"] = "cluster"
+    doc["results"]["fair"] = {
+        "ours-cluster": {
+            "system": "ours-cluster",
+            "workload": "fair",
+            "n": n,
+            "done": n,
+            "complete": True,
+            "tasks_per_s": 1234.0,
+            "workers": workers,
+        }
+    }
+    return doc
+
+
+FAIR = "two --cluster workers on one queue: each claims 35-65% of N"
+CPU = "CPU-bound drain (20 ms spin), default settings, within 5% of RAY_THREADS_PER_CALL=1"
+
+
+def test_fair_share_target_needs_both_workers_within_35_to_65_percent() -> None:
+    rows = {name: (text, ok) for name, text, ok in report.deployed_targets(_doc(1000.0, 50.0))}
+    assert rows[FAIR] == ("not measured", None)
+    rows = {name: (text, ok) for name, text, ok in report.deployed_targets(_fair_doc(0.48, 0.52))}
+    assert rows[FAIR] == ("48.0%, 52.0%", True)
+    rows = {name: (text, ok) for name, text, ok in report.deployed_targets(_fair_doc(0.35, 0.65))}
+    assert rows[FAIR][1] is True  # the bounds are inside
+    rows = {name: (text, ok) for name, text, ok in report.deployed_targets(_fair_doc(0.7, 0.3))}
+    assert rows[FAIR] == ("70.0%, 30.0%", False)
+    # One worker took the whole burst (the other listed with 0) or only one was seen: missed.
+    rows = {name: (text, ok) for name, text, ok in report.deployed_targets(_fair_doc(1.0, 0.0))}
+    assert rows[FAIR][1] is False
+    rows = {name: (text, ok) for name, text, ok in report.deployed_targets(_fair_doc(0.5))}
+    assert rows[FAIR][1] is False
+    text = report.markdown(_fair_doc(0.48, 0.52))
+    assert "## Two --cluster workers on one queue (fair share)" in text
+    assert "1,000 done at 1,234 tasks/s" in text
+    assert "| host-0 | 480 | 48.0% |" in text
+    assert f"| {FAIR} | 48.0%, 52.0% | met |" in text
+
+
+def _cpu_doc(ours: float | None, nothreads: float | None) -> dict:
+    doc = _doc(1000.0, 50.0)
+    doc["labels"]["ours-nothreads"] = "no threads"
+    doc["results"]["cpu"] = {
+        key: {"system": key, "workload": "cpu", "n": 200, "done": 200, "tasks_per_s": rate}
+        for key, rate in (("ours-local", ours), ("ours-nothreads", nothreads))
+        if rate is not None
+    }
+    return doc
+
+
+def test_cpu_bound_target_compares_default_with_no_threads() -> None:
+    rows = {name: (text, ok) for name, text, ok in report.deployed_targets(_cpu_doc(96.0, 100.0))}
+    assert rows[CPU] == ("0.96x", True)
+    rows = {name: (text, ok) for name, text, ok in report.deployed_targets(_cpu_doc(90.0, 100.0))}
+    assert rows[CPU] == ("0.90x", False)
+    for ours, nothreads in ((96.0, None), (None, 100.0)):
+        rows = {
+            name: (text, ok)
+            for name, text, ok in report.deployed_targets(_cpu_doc(ours, nothreads))
+        }
+        assert rows[CPU] == ("not measured", None)
+    text = report.markdown(_cpu_doc(96.0, 100.0))
+    assert "## CPU-bound drain (20 ms of CPU per task)" in text
+    assert "| no threads | 200 | 100 | 0.96x |" in text
+    assert f"| {CPU} | 0.96x | met |" in text

@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchapp.agent", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     enq = sub.add_parser("enqueue", help="enqueue tasks through the system's API")
-    enq.add_argument("--task", choices=["noop", "sleep10"], default="noop")
+    enq.add_argument("--task", choices=["noop", "sleep10", "spin20"], default="noop")
     enq.add_argument("--n", type=int, required=True)
     enq.add_argument(
         "--mode", choices=["loop", "bulk", "trickle", "compare", "unique", "serial"], default="loop"

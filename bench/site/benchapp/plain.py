@@ -17,4 +17,13 @@ def sleep10() -> float:
     return started
 
 
-PLAIN = {"noop": noop, "sleep10": sleep10}
+def spin20() -> float:
+    """Busy-loop for 20 ms of this thread's CPU time; return the start time."""
+    started = time.time()
+    until = time.thread_time() + 0.020
+    while time.thread_time() < until:
+        pass
+    return started
+
+
+PLAIN = {"noop": noop, "sleep10": sleep10, "spin20": spin20}

@@ -26,4 +26,18 @@ def sleep10() -> float:
     return started
 
 
-TASKS = {"noop": noop, "sleep10": sleep10}
+@task()
+def spin20() -> float:
+    """Busy-loop for 20 ms of this thread's CPU time (a CPU-bound body); return the start time.
+
+    Thread CPU time, not wall time: on a busy machine the body still does 20 ms of work, so the
+    drain measures how the CPU is shared and not how long a sleep-like wait is.
+    """
+    started = time.time()
+    until = time.thread_time() + 0.020
+    while time.thread_time() < until:
+        pass
+    return started
+
+
+TASKS = {"noop": noop, "sleep10": sleep10, "spin20": spin20}
