@@ -38,6 +38,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "serial": 2_000,
         "fair": 5_000,
         "cpu": 600,
+        "idle": 20,
+        "idle_seconds": 600,
     },
     "quick": {
         "noop": 2_000,
@@ -49,12 +51,29 @@ PROFILES: dict[str, dict[str, Any]] = {
         "serial": 400,
         "fair": 1_000,
         "cpu": 200,
+        "idle": 20,
+        "idle_seconds": 60,
     },
 }
 # unique and serial: django-ray's own features (docs/scheduling.md), ours-local only; fair:
 # two --cluster workers sharing one queue (ours-cluster only); cpu: a CPU-bound drain (ours-local
-# with and without task bodies in threads, and raw Ray).
-WORKLOADS = ("enqueue", "noop", "trickle", "sleep10", "hist", "unique", "serial", "fair", "cpu")
+# with and without task bodies in threads, and raw Ray); idle: pickup after the --cluster worker
+# sat idle for idle_seconds (ours-cluster only).
+WORKLOADS = (
+    "enqueue",
+    "noop",
+    "trickle",
+    "sleep10",
+    "hist",
+    "unique",
+    "serial",
+    "fair",
+    "cpu",
+    "idle",
+)
+# Run only when named in --workloads: idle spends idle_seconds waiting (10 minutes in the full
+# profile), more than the whole rest of a run's time budget.
+OPT_IN = ("idle",)
 # The task body each drain runs (the others: noop).
 DRAIN_TASK = {"sleep10": "sleep10", "cpu": "spin20"}
 
@@ -111,7 +130,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small counts, under 3 minutes")
     parser.add_argument("--systems", default="", help="comma-separated subset of system keys")
     parser.add_argument(
-        "--workloads", default="", help=f"comma-separated subset of {','.join(WORKLOADS)}"
+        "--workloads",
+        default="",
+        help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all but "
+        f"{','.join(OPT_IN)})",
     )
     parser.add_argument("--concurrency", type=int, default=8, help="worker slots (default 8)")
     parser.add_argument(
@@ -141,6 +163,13 @@ def select(items: list[str], wanted: str, what: str) -> list[str]:
     return chosen
 
 
+def chosen_workloads(wanted: str) -> list[str]:
+    """The ``--workloads`` selection; without one, every workload except the opt-in ones."""
+    if not wanted:
+        return [w for w in WORKLOADS if w not in OPT_IN]
+    return select(list(WORKLOADS), wanted, "workloads")
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -154,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     systems_all = all_systems(args.concurrency)
     keys = select([s.key for s in systems_all], args.systems, "systems")
     systems = [s for s in systems_all if s.key in keys]
-    workloads = select(list(WORKLOADS), args.workloads, "workloads")
+    workloads = chosen_workloads(args.workloads)
     phases = Phases()
     t = time.monotonic()
     for venv in sorted({s.venv for s in systems} - {"ours"}):
@@ -297,6 +326,9 @@ def run_workload(
                 res = runner.fair(ctx, system, db, n)
             elif workload == "trickle":
                 res = runner.trickle(ctx, system, db, n, system.trickle_interval)
+            elif workload == "idle":
+                log(f"  warm-up, then {profile['idle_seconds']} s idle")
+                res = runner.idle(ctx, system, db, n, profile["idle_seconds"])
             else:
                 fill = "bulk" if system.has_bulk else "loop"
                 trickle_n = 0
@@ -387,6 +419,8 @@ def summary(res: dict[str, Any]) -> str:
         )
     if res.get("p50_ms") is not None:
         parts.append(f"p50 {res['p50_ms']:.1f} ms p99 {res['p99_ms']:.1f} ms")
+    if res.get("workload") == "idle" and res.get("first_ms") is not None:
+        parts.append(f"first task after {res['idle_s']:g} s idle {res['first_ms']:.1f} ms")
     if res.get("cpu_ms_per_task") is not None:
         parts.append(f"CPU {res['cpu_ms_per_task']:.2f} ms/task")
     if res.get("peak_rss_mb"):

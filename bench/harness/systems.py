@@ -264,7 +264,10 @@ def start_ray_cluster(env: dict[str, str], group: CpuGroup) -> tuple[Any, Any]:
     from tests.support.ray import RayNode, new_head
 
     cpus = os.cpu_count() or 2
-    head = new_head(num_cpus=max(1, cpus // 2), env=_ray_env(env), prefix="drc-")
+    # As the Ansible roles write into ray.env: idle Ray worker processes kept per node, 4 per CPU
+    # and at least 16, so two drivers (the fair run) do not kill each other's warm processes.
+    nodes_env = {**_ray_env(env), "RAY_num_workers_soft_limit": str(max(16, 4 * cpus))}
+    head = new_head(num_cpus=max(1, cpus // 2), env=nodes_env, prefix="drc-")
     node = RayNode(head, num_cpus=max(1, cpus - cpus // 2), resources={"bench_node": 1.0})
     try:
         with group.joined():
@@ -416,12 +419,12 @@ def all_systems(concurrency: int) -> list[System]:
             worker_argv=worker_argv,  # start_worker adds --cluster HEAD:PORT
             has_bulk=True,
             cluster=True,
-            extras=("fair",),
+            extras=("fair", "idle"),
             note=(
                 "the deployed shape: a Ray head and a second Ray node started with `ray start` "
                 "(half the CPUs each), the worker a driver joining them (--cluster); "
                 "RSS is the driver process's own; the fair-share run starts two such workers "
-                "on one cluster"
+                "on one cluster; the idle run (on request) lets a warm worker sit idle first"
             ),
         ),
         replace(

@@ -239,9 +239,10 @@ def test_steps_and_counts_follow_the_systems() -> None:
     # run on ours-local only; fair on ours-cluster only; cpu on ours-local, ours-nothreads and
     # raw Ray.
     steps = count_steps(list(systems.values()), list(WORKLOADS), "full")
-    # enqueue, noop, trickle, sleep10 (+ ours-io, ours-nothreads), hist, unique + serial, fair, cpu
-    assert steps == 4 + 8 + 2 + 7 + 4 + 2 + 1 + 3
-    assert systems["ours-cluster"].workloads("full") == ("noop", "trickle", "fair")
+    # enqueue, noop, trickle, sleep10 (+ ours-io, ours-nothreads), hist, unique + serial, fair, cpu,
+    # idle
+    assert steps == 4 + 8 + 2 + 7 + 4 + 2 + 1 + 3 + 1
+    assert systems["ours-cluster"].workloads("full") == ("noop", "trickle", "fair", "idle")
     assert systems["raw-ray-cluster"].workloads("full") == ("noop", "trickle")
     for key in ("ours-cluster", "raw-ray-cluster"):
         assert systems[key].cluster
@@ -362,3 +363,74 @@ def test_cpu_bound_target_compares_default_with_no_threads() -> None:
     assert "## CPU-bound drain (20 ms of CPU per task)" in text
     assert "| no threads | 200 | 100 | 0.96x |" in text
     assert f"| {CPU} | 0.96x | met |" in text
+
+
+IDLE_QUICK = "--cluster: pickup p99 <= 20 ms for tasks after 1 min idle"
+IDLE_FULL = "--cluster: pickup p99 <= 20 ms for tasks after 10 min idle"
+
+
+def _idle_doc(first: float, p99: float, idle_s: int = 60) -> dict:
+    doc = _doc(1000.0, 50.0)
+    doc["config"]["idle_seconds"] = idle_s
+    doc["labels"]["ours-cluster"] = "cluster"
+    doc["results"]["idle"] = {
+        "ours-cluster": {
+            "system": "ours-cluster",
+            "workload": "idle",
+            "n": 20,
+            "done": 20,
+            "complete": True,
+            "first_ms": first,
+            "p50_ms": 4.0,
+            "p99_ms": p99,
+            "max_ms": p99,
+            "idle_s": idle_s,
+            "interval_s": 0.5,
+        }
+    }
+    return doc
+
+
+def test_idle_target_reads_the_idle_run() -> None:
+    rows = {name: (text, ok) for name, text, ok in report.deployed_targets(_idle_doc(9.0, 15.0))}
+    assert rows[IDLE_QUICK] == ("15.0 ms (first task 9.0 ms)", True)
+    rows = {name: (text, ok) for name, text, ok in report.deployed_targets(_idle_doc(250.0, 250.0))}
+    assert rows[IDLE_QUICK] == ("250.0 ms (first task 250.0 ms)", False)
+    # The row names the run's idle time; a run without the idle workload: not measured.
+    rows = {name: ok for name, _, ok in report.deployed_targets(_idle_doc(9.0, 15.0, 600))}
+    assert rows[IDLE_FULL] is True
+    doc = _doc(1000.0, 50.0)
+    doc["config"]["idle_seconds"] = 600
+    rows = {name: (text, ok) for name, text, ok in report.deployed_targets(doc)}
+    assert rows[IDLE_FULL] == ("not measured", None)
+    text = report.markdown(_idle_doc(9.0, 15.0))
+    assert "## Pickup after the --cluster worker sat idle (1 min)" in text
+    assert "| tasks | first task after 60 s idle, ms | p50 ms | p99 ms | max ms |" in text
+    assert "| 20 | 9.0 | 4.0 | 15.0 | 15.0 |" in text
+    assert f"| {IDLE_QUICK} | 15.0 ms (first task 9.0 ms) | met |" in text
+    assert "sat idle" not in report.markdown(_doc(1000.0, 50.0))  # no section without the run
+
+
+def test_idle_workload_is_ours_cluster_only_and_opt_in() -> None:
+    from bench.harness.__main__ import PROFILES, chosen_workloads, count_steps, n_for
+    from bench.harness.systems import all_systems
+
+    systems = {s.key: s for s in all_systems(8)}
+    for mode in ("full", "quick"):
+        assert [k for k, s in systems.items() if "idle" in s.workloads(mode)] == ["ours-cluster"]
+        assert count_steps(list(systems.values()), ["idle"], mode) == 1
+        assert n_for(systems["ours-cluster"], "idle", PROFILES[mode], mode) == 20
+    assert PROFILES["full"]["idle_seconds"] == 600
+    assert PROFILES["quick"]["idle_seconds"] == 60
+    # Named in --workloads only: its idle time alone would exceed a default run's budget.
+    assert "idle" not in chosen_workloads("")
+    assert chosen_workloads("noop,idle") == ["noop", "idle"]
+    with pytest.raises(SystemExit, match="unknown workloads: idel"):
+        chosen_workloads("idel")
+
+
+def test_summary_names_the_first_task_after_idle() -> None:
+    from bench.harness.__main__ import summary
+
+    row = _idle_doc(9.0, 15.0)["results"]["idle"]["ours-cluster"]
+    assert summary(row) == "p50 4.0 ms p99 15.0 ms; first task after 60 s idle 9.0 ms"
