@@ -120,8 +120,8 @@ def _failure(
     exc: BaseException,
     retryable: bool,
     started: float,
+    cpu_started: float,
     message: str | None = None,
-    cpu_started: float | None = None,
 ) -> Outcome:
     text = message or f"{type(exc).__name__}: {exc}"
     return Outcome(
@@ -133,7 +133,7 @@ def _failure(
         error_traceback="".join(traceback.format_exception(exc)),
         retryable=retryable,
         duration_seconds=time.perf_counter() - started,
-        cpu_seconds=None if cpu_started is None else time.thread_time() - cpu_started,
+        cpu_seconds=time.thread_time() - cpu_started,
     )
 
 
@@ -178,6 +178,7 @@ def run_task(payload: dict[str, Any]) -> Outcome:
             exc,
             retryable=False,
             started=started,
+            cpu_started=cpu_started,
             message=f"Cannot load task {path!r}: {exc}",
         )
     result = _task_result(task, payload, TaskResultStatus.RUNNING)
@@ -217,8 +218,8 @@ def run_task(payload: dict[str, Any]) -> Outcome:
             exc,
             retryable=False,
             started=started,
-            message=f"Task {path} returned a value that cannot be stored: {exc}.",
             cpu_started=cpu_started,
+            message=f"Task {path} returned a value that cannot be stored: {exc}.",
         )
         object.__setattr__(result, "status", TaskResultStatus.FAILED)
         task_finished.send(RayTaskBackend, task_result=result)
@@ -264,8 +265,9 @@ def run_chunk(
     return list(_thread_pool(threads).map(run_task, payloads))
 
 
-# One pool per size, kept for the life of this (Ray worker) process: its threads keep their
-# database connections between calls, as the process' main thread does.
+# Kept for the life of this (Ray worker) process: its threads keep their database connections
+# between calls, as the process' main thread does. One per size: RAY_THREADS_PER_CALL is one
+# value per worker, so a process normally holds a single pool.
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 

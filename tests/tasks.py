@@ -264,9 +264,8 @@ def rendezvous(parties: int, timeout: float) -> int:
     try:
         barrier.wait()
     except threading.BrokenBarrierError:
-        _RENDEZVOUS.pop(
-            parties, None
-        )  # a broken barrier stays broken: the next test gets a new one
+        # A broken barrier stays broken: the next test gets a new one.
+        _RENDEZVOUS.pop(parties, None)
         raise
     return parties
 

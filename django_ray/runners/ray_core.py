@@ -13,8 +13,8 @@ waits) runs up to ``RAY_THREADS_PER_CALL`` bodies at once in threads of one call
 chunks hold that many times more tasks. The call still asks Ray for its CPUs as before and,
 under the GIL, never uses more than one: CPU-bound tasks are not oversubscribed, and a
 callable misjudged I/O-bound only interleaves. Per-task Ray options (``num_cpus``) still apply.
-Bodies over :data:`IO_BOUND_MAX_SECONDS` keep running alone. So at most ``concurrency`` bodies run at once, or ``concurrency * RAY_THREADS_PER_CALL`` for
-I/O-bound callables.
+Bodies over :data:`IO_BOUND_MAX_SECONDS` keep running alone. So at most ``concurrency`` bodies
+run at once, or ``concurrency * RAY_THREADS_PER_CALL`` for I/O-bound callables.
 
 Dead nodes. When a node stops answering without closing its connections (a host that crashed
 or lost power, a network partition), Ray's GCS marks it dead after its health checks fail, but
@@ -245,7 +245,7 @@ class RayCoreRunner(Runner):
 
     def threads_per_call(self, callable_path: str) -> int:
         """Bodies of ``callable_path`` one call runs at once: more than 1 once measured I/O-bound."""
-        limit = int(ray_settings().RAY_THREADS_PER_CALL)
+        limit = ray_settings().RAY_THREADS_PER_CALL
         seconds = self._durations.get(callable_path)
         share = self._cpu_shares.get(callable_path)
         if limit <= 1 or seconds is None or share is None:
@@ -286,7 +286,7 @@ class RayCoreRunner(Runner):
                     [t.payload() for t in group],
                     self.context.settings_module,
                     self.context.sys_path,
-                    self._threads_for(group),
+                    self.threads_per_call(group[0].callable_path),
                 )
             timeout = group[0].timeout_seconds if len(group) == 1 else None
             chunk = _Chunk(ref, group, now, now + timeout if timeout else None)
@@ -304,7 +304,7 @@ class RayCoreRunner(Runner):
                 [t.payload() for t in group],
                 self.context.settings_module,
                 self.context.sys_path,
-                self._threads_for(group),
+                self.threads_per_call(group[0].callable_path),
             )
         except Exception as exc:  # Ray's own validation: any type; the worker must go on
             message = (
@@ -615,9 +615,6 @@ class RayCoreRunner(Runner):
             if outcome.cpu_seconds is not None and seconds > 0:
                 share = min(1.0, outcome.cpu_seconds / seconds)
                 self._cpu_shares[path] = _smoothed(self._cpu_shares.get(path), share)
-
-    def _threads_for(self, group: list[ClaimedTask]) -> int:
-        return min(len(group), self.threads_per_call(group[0].callable_path))
 
     def _stopped(self, chunk: _Chunk) -> Finished:
         finished: Finished = []

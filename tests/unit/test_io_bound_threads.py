@@ -37,18 +37,20 @@ def test_an_io_bound_callable_gets_threads_and_bigger_chunks() -> None:
 
 
 @pytest.mark.parametrize(
-    ("duration", "cpu", "why"),
+    ("duration", "cpu", "chunk", "why"),
     [
-        (0.010, 0.009, "CPU-bound"),
-        (0.010, 0.004, "CPU-bound on a busy machine (40% of its wall time on the CPU)"),
-        (0.00005, 0.0, "too short: a thread hand-off costs more"),
-        (5.0, 0.0, "too long: stopping one would re-run its neighbours"),
+        (0.010, 0.009, 5, "CPU-bound: 0.05 s / 10 ms back to back"),
+        (0.010, 0.004, 5, "CPU-bound on a busy machine (40% of its wall time on the CPU)"),
+        (0.00005, 0.0, 256, "too short: a thread hand-off costs more (MAX_CHUNK_SIZE)"),
+        (5.0, 0.0, 1, "too long: stopping one would re-run its neighbours"),
     ],
 )
-def test_other_callables_run_back_to_back(duration: float, cpu: float, why: str) -> None:
+def test_other_callables_run_back_to_back(
+    duration: float, cpu: float, chunk: int, why: str
+) -> None:
     runner = _runner_after(CPU, 5, duration=duration, cpu=cpu)
     assert runner.threads_per_call(CPU) == 1, why
-    assert runner.chunk_size(CPU) == max(1, min(256, int(0.05 / duration)))
+    assert runner.chunk_size(CPU) == chunk, why
 
 
 def test_unmeasured_callables_and_a_setting_of_one_get_no_threads() -> None:
