@@ -34,12 +34,18 @@ def _state(task_id: str) -> str:
 PRIORITIES = [0, -100, 5, 100, 0, -5, 100, 5, 0, -100, 50, 0, 99, -99, 50]
 
 
+# ``record`` waits on the database, so Ray Core judges it I/O-bound and runs up to
+# RAY_THREADS_PER_CALL bodies of one call side by side: they are claimed in priority order but
+# finish (insert their probe) in any order. One thread per call makes the run order the claim order.
+ONE_BODY_PER_CALL = {"DJANGO_RAY_TEST_SETTINGS": json.dumps({"RAY_THREADS_PER_CALL": 1})}
+
+
 @pytest.mark.parametrize("mode", ["sync", "cluster"])
 def test_priority_order_higher_first_fifo_among_equals(start_worker, ray_head, mode: str) -> None:  # type: ignore[no-untyped-def]
     for i, priority in enumerate(PRIORITIES):
         tasks.record.using(priority=priority).enqueue(f"p{i}")
     args = ["--sync"] if mode == "sync" else ["--cluster", ray_head.address, "--concurrency", "1"]
-    worker = start_worker(*args)
+    worker = start_worker(*args, env=ONE_BODY_PER_CALL)
     wait_until(lambda: TaskProbe.objects.count() == len(PRIORITIES), 90, explain=worker.log)
     ran = [int(p.name[1:]) for p in TaskProbe.objects.order_by("id")]
     expected = sorted(range(len(PRIORITIES)), key=lambda i: (-PRIORITIES[i], i))

@@ -35,7 +35,11 @@ class Command(BaseCommand):
             "--concurrency",
             type=int,
             default=None,
-            help="Tasks running at once (default: DJANGO_RAY['DEFAULT_CONCURRENCY']).",
+            help=(
+                "Tasks running at once (default: DJANGO_RAY['DEFAULT_CONCURRENCY']); in Ray "
+                "Core mode, Ray calls in flight, each running up to RAY_THREADS_PER_CALL "
+                "bodies of an I/O-bound callable."
+            ),
         )
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--local", action="store_true", help="Start an embedded Ray (Ray Core).")
