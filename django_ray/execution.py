@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import sys
 import threading
 import time
@@ -24,26 +25,56 @@ from django_ray.current import CurrentTask
 from django_ray.outcomes import Outcome, OutcomeKind
 
 _DJANGO_READY = False
+# The first failure to set Django up in this process, repeated to every later call: a second
+# django.setup() after a failed one only says "populate() isn't reentrant".
+_SETUP_FAILURE: str | None = None
 MAX_ERROR_MESSAGE = 4000
 
 
+class DjangoSetupFailed(RuntimeError):
+    """Django could not be loaded in the process that runs task bodies (a Ray worker on a node
+    without the project, its settings or their dependencies): no task of the call ran."""
+
+
 def ensure_django(settings_module: str | None, extra_sys_path: Sequence[str] = ()) -> None:
-    """Configure Django in this process once; later calls are free."""
-    global _DJANGO_READY
+    """Configure Django in this process once; later calls are free.
+
+    Raises :class:`DjangoSetupFailed`, naming the host, the settings module and the fix, when
+    the settings or the apps cannot be loaded here.
+    """
+    global _DJANGO_READY, _SETUP_FAILURE
     if _DJANGO_READY:
         return
+    if _SETUP_FAILURE is not None:
+        raise DjangoSetupFailed(_SETUP_FAILURE)
     for path in reversed(extra_sys_path):
         if path and path not in sys.path:
             sys.path.insert(0, path)
     if settings_module:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
-    import django
-    from django.apps import apps
+    try:
+        import django
+        from django.apps import apps
 
-    if not apps.ready:
-        django.setup()
+        if not apps.ready:
+            django.setup()
+    except Exception as exc:
+        _SETUP_FAILURE = _setup_failure(exc)
+        raise DjangoSetupFailed(_SETUP_FAILURE) from exc
     quiet_django_task_info()
     _DJANGO_READY = True
+
+
+def _setup_failure(exc: Exception) -> str:
+    return (
+        f"Django could not be set up in the process that runs tasks (host "
+        f"{socket.gethostname()}, pid {os.getpid()}, "
+        f"DJANGO_SETTINGS_MODULE={os.environ.get('DJANGO_SETTINGS_MODULE')!r}): "
+        f"{type(exc).__name__}: {exc}"[: MAX_ERROR_MESSAGE - 400]
+        + ". Every Ray node must import the project, its settings and their dependencies as "
+        "the worker host does: the same virtualenv and code on each node, or the worker's "
+        "sys.path reaching them (docs/deployment.md#deploying-your-django-project)."
+    )
 
 
 def quiet_django_task_info() -> None:

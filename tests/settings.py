@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import sys
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -133,3 +134,11 @@ LOGGING = {
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
     "loggers": {"django_ray": {"handlers": ["stderr"], "level": "INFO", "propagate": False}},
 }
+
+# A test plays a Ray node that cannot load the project: with this variable set, these settings
+# refuse to load in Ray worker processes (whose program is Ray's default_worker.py), while the
+# django-ray worker that starts them loads normally.
+if os.environ.get("DJANGO_RAY_TEST_REFUSE_RAY_WORKERS") and sys.argv[0].endswith(
+    "default_worker.py"
+):
+    raise ImportError("DJANGO_RAY_TEST_REFUSE_RAY_WORKERS: no project on this Ray node")

@@ -258,3 +258,26 @@ def test_a_row_outside_task_modules_fails_at_execution(start_worker) -> None:  #
     assert worker.proc.poll() is None
     _assert_ran_once_each()
     assert worker.stop() == 0, worker.log()
+
+
+def test_a_ray_node_that_cannot_load_django_fails_tasks_with_the_cause_and_the_fix(
+    start_worker,  # type: ignore[no-untyped-def]
+) -> None:
+    # As on a Ray node without the project: the worker loads its settings, Ray's workers cannot.
+    env = {"DJANGO_RAY_TEST_REFUSE_RAY_WORKERS": "1"}
+    result = tasks.add.enqueue(1, 2)
+    worker = start_worker("--local", "--concurrency", "1", env=env)
+    # Lost attempts (completion unknown) are retried; the last one leaves the row LOST.
+    wait_until(lambda: _row(result.id).state == TaskState.LOST, 180, explain=worker.log)
+    row = _row(result.id)
+    message = row.error_message or ""
+    assert "The Ray worker could not run this task: Django could not be set up" in message, message
+    assert "ImportError: DJANGO_RAY_TEST_REFUSE_RAY_WORKERS: no project on this Ray node" in message
+    assert "DJANGO_SETTINGS_MODULE='tests.settings'" in message, message
+    assert "Every Ray node must import the project" in message, message
+    assert "worker or node died" not in message, message
+    attempts = TaskAttempt.objects.filter(execution=row).order_by("attempt_number")
+    assert [a.attempt_number for a in attempts] == [1, 2, 3]
+    assert all("Django could not be set up" in (a.error_message or "") for a in attempts)
+    assert worker.proc.poll() is None, worker.log()
+    assert worker.stop() == 0, worker.log()

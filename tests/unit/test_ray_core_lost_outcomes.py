@@ -94,3 +94,21 @@ def test_losing_the_connection_reports_every_call_lost_once() -> None:
     assert {o.error_class_path for _, o in finished} == {"django_ray.RayConnectionLost"}
     assert all(o.kind is OutcomeKind.LOST and o.retryable for _, o in finished)
     assert runner.in_flight_ids() == [] and runner.lose_connection() == []
+
+
+def test_a_call_that_failed_outside_task_bodies_names_that_not_a_dead_node() -> None:
+    from ray.exceptions import RayTaskError, WorkerCrashedError
+
+    from django_ray.execution import DjangoSetupFailed
+    from django_ray.runners.ray_core import _lost_call_message
+
+    setup = DjangoSetupFailed("Django could not be set up ... Every Ray node must import ...")
+    setup_message = _lost_call_message(RayTaskError("run_chunk", "tb", setup), RayTaskError)
+    assert setup_message == f"The Ray worker could not run this task: {setup}"
+
+    other = _lost_call_message(RayTaskError("run_chunk", "tb", KeyError("x")), RayTaskError)
+    assert other.startswith("The Ray worker could not run this task: django-ray's call failed")
+    assert "every Ray node has the worker host's django-ray version" in other
+
+    crashed = _lost_call_message(WorkerCrashedError(), RayTaskError)
+    assert crashed.startswith("Ray lost this task (its worker or node died): ")
