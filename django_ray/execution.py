@@ -26,7 +26,8 @@ from django_ray.outcomes import Outcome, OutcomeKind
 
 _DJANGO_READY = False
 # The first failure to set Django up in this process, repeated to every later call: a second
-# django.setup() after a failed one only says "populate() isn't reentrant".
+# django.setup() after a failed one only says "populate() isn't reentrant". So a fixed node needs
+# its Ray restarted (the message says so).
 _SETUP_FAILURE: str | None = None
 MAX_ERROR_MESSAGE = 4000
 
@@ -70,10 +71,11 @@ def _setup_failure(exc: Exception) -> str:
         f"Django could not be set up in the process that runs tasks (host "
         f"{socket.gethostname()}, pid {os.getpid()}, "
         f"DJANGO_SETTINGS_MODULE={os.environ.get('DJANGO_SETTINGS_MODULE')!r}): "
-        f"{type(exc).__name__}: {exc}"[: MAX_ERROR_MESSAGE - 400]
+        f"{type(exc).__name__}: {exc}"[: MAX_ERROR_MESSAGE - 600]
         + ". Every Ray node must import the project, its settings and their dependencies as "
         "the worker host does: the same virtualenv and code on each node, or the worker's "
-        "sys.path reaching them (docs/deployment.md#deploying-your-django-project)."
+        "sys.path reaching them (docs/deployment.md#deploying-your-django-project). Then "
+        "restart Ray on that node (ray-worker or ray-head): its worker processes keep this error."
     )
 
 

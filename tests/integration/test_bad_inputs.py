@@ -275,6 +275,7 @@ def test_a_ray_node_that_cannot_load_django_fails_tasks_with_the_cause_and_the_f
     assert "ImportError: DJANGO_RAY_TEST_REFUSE_RAY_WORKERS: no project on this Ray node" in message
     assert "DJANGO_SETTINGS_MODULE='tests.settings'" in message, message
     assert "Every Ray node must import the project" in message, message
+    assert "restart Ray on that node" in message, message
     assert "worker or node died" not in message, message
     attempts = TaskAttempt.objects.filter(execution=row).order_by("attempt_number")
     assert [a.attempt_number for a in attempts] == [1, 2, 3]
