@@ -92,6 +92,14 @@ class Databases:
         return conn.execute(q).fetchone()[0]
 
     @staticmethod
+    def first_finish(conn: psycopg.Connection[Any], table: Table) -> float | None:
+        """Epoch of the earliest finished row in ``table``, None before any."""
+        q = sql.SQL("SELECT extract(epoch FROM min({fin}))::float8 FROM {t}").format(
+            t=sql.Identifier(table.name), fin=sql.Identifier(table.finished_col)
+        )
+        return conn.execute(q).fetchone()[0]
+
+    @staticmethod
     def claims_by_worker(
         conn: psycopg.Connection[Any], table: Table, since: float
     ) -> dict[str, int]:

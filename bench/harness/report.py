@@ -346,7 +346,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += [f"## {title}", ""]
         head = (
             "| system | tasks | tasks/s | ours ÷ this | worker CPU ms/task | DB CPU ms/task "
-            "| peak RSS MB | worker process RSS MB | start to first claim s |"
+            "| peak RSS MB | worker process RSS MB | start to first claim s "
+            "| start to first result s |"
         )
         if workload == "hist":
             head += " vs empty table |"
@@ -363,6 +364,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 fmt(row.get("peak_rss_mb")),
                 fmt(row.get("worker_process_rss_mb")),
                 fmt(row.get("ready_s"), 2),
+                fmt(row.get("first_result_s"), 2),
             ]
             if workload == "hist":
                 cells.append(

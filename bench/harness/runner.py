@@ -79,8 +79,11 @@ def _start_warm(ctx: Context, system: System, db: dict[str, Any], task: str) -> 
                     f"{system.key}: warm-up tasks not done in {WARMUP_TIMEOUT:.0f} s:\n{run.tail()}"
                 )
             first_claim = ctx.dbs.first_claim(conn, system.table)
+            first_finish = ctx.dbs.first_finish(conn, system.table)
         if first_claim is not None:
             run.ready_s = first_claim - run.spawned_at
+        if first_finish is not None:
+            run.first_result_s = first_finish - run.spawned_at
     except BaseException:
         run.stop()
         raise
@@ -107,6 +110,7 @@ def drain(
         return raw_ray(ctx, system, db, "drain", task, n, out)
     run = _start_warm(ctx, system, db, task)
     out["ready_s"] = run.ready_s
+    out["first_result_s"] = run.first_result_s
     monitor = TreeMonitor(list(run.roots), group=run.group)
     # The worker process alone (with --cluster, Ray's processes belong to the nodes).
     driver = TreeMonitor([p.pid for p in run.procs])

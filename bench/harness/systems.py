@@ -69,6 +69,7 @@ class WorkerRun:
     # time.time() right before the worker process was spawned (after any Ray it needs is up)
     spawned_at: float = 0.0
     ready_s: float | None = None  # spawn to first claim, once the warm-up ran
+    first_result_s: float | None = None  # spawn to the first finished task (warm-up included)
     head: Any = None  # tests.support.ray.RayHead started for this run, if any
     node: Any = None  # tests.support.ray.RayNode joined to ``head`` (--cluster systems)
 
