@@ -74,9 +74,6 @@ IO_BOUND_MIN_SECONDS = 0.002
 # Longer bodies run alone, as long ones always have: stopping one task of a call stops the
 # whole call, so its neighbours would run again (see RAY_CPUS_PER_CALL for those).
 IO_BOUND_MAX_SECONDS = 1.0
-# Longest a worker's start waits for its Ray worker processes to load Django (then it claims
-# anyway, and tasks start the rest).
-PRESTART_TIMEOUT_SECONDS = 15.0
 # After a node death is seen: how long in-flight calls keep being matched against that node.
 DEAD_NODE_RECHECK_SECONDS = 10.0
 # ``ray.cancel`` can be lost when it races the call's dispatch to a Ray worker (the call was
@@ -106,16 +103,6 @@ def _lost_call_message(exc: Exception, ray_task_error: type[Exception]) -> str:
         "The Ray worker could not run this task: django-ray's call failed outside any task "
         f"body. Check that every Ray node has the worker host's django-ray version: {exc}"
     )[:4000]
-
-
-def _nodes_with_cpus(ray: Any) -> list[tuple[str, float]]:
-    """(node id, CPUs) of every alive Ray node that has CPUs."""
-    nodes = []
-    for node in ray.nodes():
-        cpus = float((node.get("Resources") or {}).get("CPU", 0))
-        if node.get("Alive") and cpus > 0:
-            nodes.append((node["NodeID"], cpus))
-    return nodes
 
 
 class _RayGone(Exception):
@@ -218,11 +205,8 @@ class RayCoreRunner(Runner):
         if conf.RAY_CPUS_PER_CALL is not None:
             options["num_cpus"] = conf.RAY_CPUS_PER_CALL
         self._remote = ray.remote(**options)(execution.run_chunk)
-        cpus_per_call = conf.RAY_CPUS_PER_CALL
-        if not self.local or (cpus_per_call is not None and cpus_per_call < 1):
-            # A driver joining a cluster gets no processes of its own until it asks: without
-            # this its first tasks after every (re)start wait 1-4 s for them.
-            self._prestart(ray, cpus_per_call or 1.0)
+        if self.local and conf.RAY_CPUS_PER_CALL is not None and conf.RAY_CPUS_PER_CALL < 1:
+            self._prestart(ray, conf.RAY_CPUS_PER_CALL)
         self._connected = True
         dashboard = getattr(context, "dashboard_url", None)
         self._dashboard_url = (
@@ -233,61 +217,29 @@ class RayCoreRunner(Runner):
         self._read_dead_nodes()  # the baseline: nodes dead before we joined are not news
 
     def _prestart(self, ray: Any, cpus_per_call: float, rounds: int = 3) -> None:
-        """Start this worker's Ray worker processes, Django loaded, on every node with CPUs,
-        before the first claim: one per call a node can run at once, at most ``concurrency``.
+        """Start one Ray worker process per slot, Django loaded, before the first claim.
 
-        Ray starts worker processes lazily and per driver; without this the first busy seconds
-        pay for starting them (Python, Ray and Django imported in each) while tasks wait. The
-        warm-up calls ask for no CPU, so other drivers' tasks holding every CPU cannot hold the
-        start-up back, and Ray reuses each process for this worker's later calls whatever they
-        ask for. Calls not back within :data:`PRESTART_TIMEOUT_SECONDS` (a node too busy, or dead
-        and not yet known to be) are logged and left running, and claiming starts anyway.
+        Ray starts worker processes lazily; without this the first busy seconds pay for
+        starting them (Python, Ray and Django imported in each) while tasks wait.
         """
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        warm = ray.remote(max_retries=0, num_cpus=0)(execution.warm_process)
-        wanted = {
-            node: max(1, min(self.concurrency, int(cpus / cpus_per_call)))
-            for node, cpus in _nodes_with_cpus(ray)
-        }
-        pids: dict[str, set[int]] = {node: set() for node in wanted}
+        warm = ray.remote(max_retries=0, num_cpus=cpus_per_call)(execution.warm_process)
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        wanted = max(1, min(self.concurrency, int(cpus / cpus_per_call)))
+        pids: set[int] = set()
         started = time.monotonic()
         for _ in range(rounds):
-            calls: dict[Any, str] = {}
-            for node, count in wanted.items():
-                on_node = warm.options(
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(node, False)
-                )
-                for _ in range(count - len(pids[node])):
-                    ref = on_node.remote(self.context.settings_module, self.context.sys_path, 0.5)
-                    calls[ref] = node
-            if not calls:
-                break
-            left = max(0.0, PRESTART_TIMEOUT_SECONDS - (time.monotonic() - started))
-            done, pending = ray.wait(list(calls), num_returns=len(calls), timeout=left)
+            refs = [
+                warm.remote(self.context.settings_module, self.context.sys_path, 0.5)
+                for _ in range(wanted)
+            ]
             try:
-                for ref, pid in zip(done, ray.get(done), strict=True):
-                    pids[calls[ref]].add(pid)
-            except Exception as exc:  # e.g. a node that cannot load the project: tasks say so too
+                pids.update(ray.get(refs, timeout=120))
+            except Exception as exc:  # a slow start is not fatal: tasks start processes too
                 logger.warning("could not prestart Ray worker processes: %s", exc)
                 return
-            if pending:  # a node too busy or unreachable: claim anyway, tasks start processes
-                logger.warning(
-                    "%d of %d Ray worker processes did not start in %.0fs; claiming anyway",
-                    len(pending),
-                    len(calls),
-                    PRESTART_TIMEOUT_SECONDS,
-                )
+            if len(pids) >= wanted:
                 break
-        every = sorted(pid for node_pids in pids.values() for pid in node_pids)
-        logger.info(
-            "%d Ray worker processes ready on %d node(s) in %.1fs (pids %s%s)",
-            len(every),
-            len(pids),
-            time.monotonic() - started,
-            ", ".join(map(str, every[:16])),
-            ", ..." if len(every) > 16 else "",
-        )
+        logger.info("%d Ray worker processes ready in %.1fs", len(pids), time.monotonic() - started)
 
     def jobs_api_address(self) -> str | None:
         """The dashboard of the cluster this worker joined (settings win when they name one)."""
