@@ -124,6 +124,15 @@ def test_markdown_has_ratio_against_each_peer() -> None:
     assert "| pickup p99 < 50 ms | 60.0 ms | **no** |" in text
 
 
+def test_drain_rows_show_start_to_first_claim_and_to_first_result() -> None:
+    doc = _doc(1000.0, 50.0)
+    doc["results"]["noop"]["ours-local"].update(ready_s=2.314, first_result_s=4.521)
+    text = report.markdown(doc)
+    assert "| start to first claim s | start to first result s |" in text
+    ours_row = next(line for line in text.splitlines() if line.startswith("| ours |"))
+    assert ours_row.endswith("| 2.31 | 4.52 |"), ours_row
+
+
 def test_chart_is_written(tmp_path) -> None:
     path = tmp_path / "c.png"
     report.chart(_doc(1000.0, 50.0), path)
