@@ -84,20 +84,17 @@ class Databases:
         return int(ok), int(other), last
 
     @staticmethod
-    def first_claim(conn: psycopg.Connection[Any], table: Table) -> float | None:
-        """Epoch of the earliest claim (``started_at``) in ``table``, None before any claim."""
-        q = sql.SQL("SELECT extract(epoch FROM min(started_at))::float8 FROM {t}").format(
-            t=sql.Identifier(table.name)
-        )
-        return conn.execute(q).fetchone()[0]
-
-    @staticmethod
-    def first_finish(conn: psycopg.Connection[Any], table: Table) -> float | None:
-        """Epoch of the earliest finished row in ``table``, None before any."""
-        q = sql.SQL("SELECT extract(epoch FROM min({fin}))::float8 FROM {t}").format(
-            t=sql.Identifier(table.name), fin=sql.Identifier(table.finished_col)
-        )
-        return conn.execute(q).fetchone()[0]
+    def first_claim_and_finish(
+        conn: psycopg.Connection[Any], table: Table
+    ) -> tuple[float | None, float | None]:
+        """Epochs of the earliest claim (``started_at``) and the earliest finish in ``table``
+        (None before any)."""
+        q = sql.SQL(
+            "SELECT extract(epoch FROM min(started_at))::float8, "
+            "extract(epoch FROM min({fin}))::float8 FROM {t}"
+        ).format(t=sql.Identifier(table.name), fin=sql.Identifier(table.finished_col))
+        first_claim, first_finish = conn.execute(q).fetchone()
+        return first_claim, first_finish
 
     @staticmethod
     def claims_by_worker(

@@ -78,8 +78,7 @@ def _start_warm(ctx: Context, system: System, db: dict[str, Any], task: str) -> 
                 raise RuntimeError(
                     f"{system.key}: warm-up tasks not done in {WARMUP_TIMEOUT:.0f} s:\n{run.tail()}"
                 )
-            first_claim = ctx.dbs.first_claim(conn, system.table)
-            first_finish = ctx.dbs.first_finish(conn, system.table)
+            first_claim, first_finish = ctx.dbs.first_claim_and_finish(conn, system.table)
         if first_claim is not None:
             run.ready_s = first_claim - run.spawned_at
         if first_finish is not None:

@@ -85,24 +85,27 @@ CANCEL_RESEND_SECONDS = 1.0
 STATE_API_TIMEOUT_SECONDS = 4
 
 
-def _lost_call_message(exc: Exception, ray_task_error: type[Exception]) -> str:
-    """What an operator reads on each task of a call that returned no outcomes.
+def _lost_call_message(exc: Exception) -> str:
+    """What an operator reads on each task of a call that returned no outcomes (recording cuts
+    a long message, saying how much it cut).
 
     ``run_chunk`` turns every task body's exception into an outcome, so a ``RayTaskError``
     means django-ray's own call failed in the Ray worker, outside any task body: most often
     Django could not be set up on that node. Anything else is Ray losing the call's worker or node.
     """
-    if not isinstance(exc, ray_task_error):
-        return f"Ray lost this task (its worker or node died): {exc}"[:4000]
+    from ray.exceptions import RayTaskError
+
+    if not isinstance(exc, RayTaskError):
+        return f"Ray lost this task (its worker or node died): {exc}"
     cause = getattr(exc, "cause", None)
     if isinstance(cause, execution.DjangoSetupFailed):
-        return f"The Ray worker could not run this task: {cause}"[:4000]
+        return f"The Ray worker could not run this task: {cause}"
     # Not a task body's error: django-ray's own code failed there (a bug, or a django-ray
     # version on that node that differs from the worker host's).
     return (
         "The Ray worker could not run this task: django-ray's call failed outside any task "
         f"body. Check that every Ray node has the worker host's django-ray version: {exc}"
-    )[:4000]
+    )
 
 
 class _RayGone(Exception):
@@ -609,7 +612,7 @@ class RayCoreRunner(Runner):
             # unknown, so never drop the chunk's tasks.
             if chunk.timed_out or chunk.cancel_requested:
                 return self._stopped(chunk)
-            message = _lost_call_message(exc, rex.RayTaskError)
+            message = _lost_call_message(exc)
             class_path = f"{type(exc).__module__}.{type(exc).__qualname__}"
             return [(t, lost(t, message, class_path)) for t in chunk.tasks]
         by_id = {o.execution_id: o for o in outcomes}

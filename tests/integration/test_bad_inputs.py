@@ -4,6 +4,9 @@ Each case ends one of two ways: ``enqueue()`` refuses it with an error naming th
 fix (and writes nothing), or its one row ends FAILED with a reason, while the worker stays up,
 keeps claiming and runs no task twice. The table of these cases is ``docs/bad-inputs.md``
 (section *Enqueue side*); keep both in step.
+
+One case is of the executing side instead: a Ray node that cannot load the project. Its row ends
+LOST (completion unknown, retried), and every attempt names the cause and the fix.
 """
 
 from __future__ import annotations

@@ -63,3 +63,24 @@ def test_history_refuses_an_empty_table(dbs: Databases) -> None:
             dbs.add_history("bench_hist_empty", "q", 100)
     finally:
         dbs.drop("bench_hist_empty")
+
+
+def test_first_claim_and_first_finish_read_the_earliest_of_each(dbs: Databases) -> None:
+    dbs.create("bench_first_marks")
+    try:
+        with dbs.connect("bench_first_marks") as conn:
+            conn.execute(
+                "CREATE TABLE q (id bigserial PRIMARY KEY, state text NOT NULL, "
+                "started_at timestamptz, done_at timestamptz)"
+            )
+            table = Table("q", "state", ("QUEUED",), "SUCCEEDED", "id", "id", "done_at")
+            assert dbs.first_claim_and_finish(conn, table) == (None, None)
+            conn.execute(
+                "INSERT INTO q (state, started_at, done_at) VALUES "
+                "('SUCCEEDED', to_timestamp(100), to_timestamp(105)), "
+                "('SUCCEEDED', to_timestamp(101), to_timestamp(103)), "
+                "('RUNNING', to_timestamp(102), NULL)"
+            )
+            assert dbs.first_claim_and_finish(conn, table) == (100.0, 103.0)
+    finally:
+        dbs.drop("bench_first_marks")

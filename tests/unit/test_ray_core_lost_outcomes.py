@@ -103,12 +103,12 @@ def test_a_call_that_failed_outside_task_bodies_names_that_not_a_dead_node() -> 
     from django_ray.runners.ray_core import _lost_call_message
 
     setup = DjangoSetupFailed("Django could not be set up ... Every Ray node must import ...")
-    setup_message = _lost_call_message(RayTaskError("run_chunk", "tb", setup), RayTaskError)
+    setup_message = _lost_call_message(RayTaskError("run_chunk", "tb", setup))
     assert setup_message == f"The Ray worker could not run this task: {setup}"
 
-    other = _lost_call_message(RayTaskError("run_chunk", "tb", KeyError("x")), RayTaskError)
+    other = _lost_call_message(RayTaskError("run_chunk", "tb", KeyError("x")))
     assert other.startswith("The Ray worker could not run this task: django-ray's call failed")
     assert "every Ray node has the worker host's django-ray version" in other
 
-    crashed = _lost_call_message(WorkerCrashedError(), RayTaskError)
+    crashed = _lost_call_message(WorkerCrashedError())
     assert crashed.startswith("Ray lost this task (its worker or node died): ")
