@@ -85,15 +85,17 @@ class Databases:
 
     @staticmethod
     def first_claim_and_finish(
-        conn: psycopg.Connection[Any], table: Table
+        conn: psycopg.Connection[Any], table: Table, since: float | None = None
     ) -> tuple[float | None, float | None]:
         """Epochs of the earliest claim (``started_at``) and the earliest finish in ``table``
-        (None before any)."""
+        (None before any); with ``since``, of the rows claimed at or after that epoch only (a
+        restarted worker's, not its predecessor's)."""
         q = sql.SQL(
             "SELECT extract(epoch FROM min(started_at))::float8, "
-            "extract(epoch FROM min({fin}))::float8 FROM {t}"
+            "extract(epoch FROM min({fin}))::float8 FROM {t} "
+            "WHERE %(since)s::float8 IS NULL OR started_at >= to_timestamp(%(since)s::float8)"
         ).format(t=sql.Identifier(table.name), fin=sql.Identifier(table.finished_col))
-        first_claim, first_finish = conn.execute(q).fetchone()
+        first_claim, first_finish = conn.execute(q, {"since": since}).fetchone()
         return first_claim, first_finish
 
     @staticmethod

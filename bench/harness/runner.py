@@ -62,31 +62,52 @@ def _wait_drained(
     return False
 
 
-def _start_warm(ctx: Context, system: System, db: dict[str, Any], task: str) -> WorkerRun:
-    """Start the worker and run a few tasks through it so everything is loaded."""
+def _start_warm(
+    ctx: Context, system: System, db: dict[str, Any], task: str, restart: bool = False
+) -> WorkerRun:
+    """Start the worker and run a few tasks through it so everything is loaded.
+
+    With ``restart`` (a ``--cluster`` drain) the worker is then restarted once, its Ray nodes
+    left up, and its start-up marks are the restart's: in the deployed shape the host's Ray node
+    runs for weeks and the worker unit restarts against it (a deploy, ``systemctl restart``).
+    The first start, on nodes just started and still spawning their own processes, is kept as
+    ``cold_ready_s``.
+    """
     argv = None
     if system.key == "raw-sql":  # in-line execution for no-ops, a thread pool for sleeps
         slots = ctx.concurrency if task == "sleep10" else 1
         argv = [*system.worker_argv, "--concurrency", str(slots)]
+    warmup = WARMUP if system.warm_slots else 4
     # The workload's own task: a warm-up with other tasks would skew adaptive chunking. Queued
     # before the worker starts, so that its first claim times the worker's start-up.
-    system.enqueue(db, task, WARMUP if system.warm_slots else 4, "loop")
+    system.enqueue(db, task, warmup, "loop")
     run = system.start_worker(db, ctx.workdir, argv)
     try:
-        with ctx.dbs.connect(db["name"]) as conn:
-            if not _wait_drained(ctx, conn, system, run, WARMUP_TIMEOUT):
-                raise RuntimeError(
-                    f"{system.key}: warm-up tasks not done in {WARMUP_TIMEOUT:.0f} s:\n{run.tail()}"
-                )
-            first_claim, first_finish = ctx.dbs.first_claim_and_finish(conn, system.table)
-        if first_claim is not None:
-            run.ready_s = first_claim - run.spawned_at
-        if first_finish is not None:
-            run.first_result_s = first_finish - run.spawned_at
+        _mark_start(ctx, system, db, run)
+        if restart:
+            run.cold_ready_s, run.cold_first_result_s = run.ready_s, run.first_result_s
+            run.stop_workers()  # before the enqueue: the restart's first claim times its start
+            system.enqueue(db, task, warmup, "loop")
+            run.spawn()
+            _mark_start(ctx, system, db, run)
     except BaseException:
         run.stop()
         raise
     return run
+
+
+def _mark_start(ctx: Context, system: System, db: dict[str, Any], run: WorkerRun) -> None:
+    """Wait for the queued warm-up tasks; set the run's start to first claim and first result."""
+    with ctx.dbs.connect(db["name"]) as conn:
+        if not _wait_drained(ctx, conn, system, run, WARMUP_TIMEOUT):
+            raise RuntimeError(
+                f"{system.key}: warm-up tasks not done in {WARMUP_TIMEOUT:.0f} s:\n{run.tail()}"
+            )
+        first_claim, first_finish = ctx.dbs.first_claim_and_finish(
+            conn, system.table, since=run.spawned_at
+        )
+    run.ready_s = None if first_claim is None else first_claim - run.spawned_at
+    run.first_result_s = None if first_finish is None else first_finish - run.spawned_at
 
 
 def drain(
@@ -107,9 +128,12 @@ def drain(
     out = _result(system, workload, n)
     if system.raw_ray:
         return raw_ray(ctx, system, db, "drain", task, n, out)
-    run = _start_warm(ctx, system, db, task)
+    run = _start_warm(ctx, system, db, task, restart=system.cluster)
     out["ready_s"] = run.ready_s
     out["first_result_s"] = run.first_result_s
+    if system.cluster:
+        out["cold_ready_s"] = run.cold_ready_s
+        out["cold_first_result_s"] = run.cold_first_result_s
     monitor = TreeMonitor(list(run.roots), group=run.group)
     # The worker process alone (with --cluster, Ray's processes belong to the nodes).
     driver = TreeMonitor([p.pid for p in run.procs])

@@ -70,8 +70,15 @@ class WorkerRun:
     spawned_at: float = 0.0
     ready_s: float | None = None  # spawn to first claim, once the warm-up ran
     first_result_s: float | None = None  # spawn to the first finished task (warm-up included)
+    # --cluster: the same two marks of the first start, on Ray nodes started just before it.
+    cold_ready_s: float | None = None
+    cold_first_result_s: float | None = None
     head: Any = None  # tests.support.ray.RayHead started for this run, if any
     node: Any = None  # tests.support.ray.RayNode joined to ``head`` (--cluster systems)
+    # What spawn() runs: the worker command and its environment, once per process.
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    processes: int = 1
 
     @property
     def roots(self) -> list[int]:
@@ -87,6 +94,31 @@ class WorkerRun:
     def resume(self) -> None:
         for pid in self.pausable or [p.pid for p in self.procs]:
             os.kill(pid, signal.SIGCONT)
+
+    def spawn(self) -> None:
+        """Start the worker's processes; ``spawned_at`` is the moment right before."""
+        self.spawned_at = time.time()
+        with open(self.log, "ab") as fh:
+            for _ in range(self.processes):
+                self.procs.append(
+                    subprocess.Popen(
+                        self.argv,
+                        cwd=SITE,
+                        env=self.env,
+                        stdout=fh,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                        preexec_fn=self.group.preexec,
+                    )
+                )
+
+    def stop_workers(self) -> None:
+        """Stop the worker's processes only; any Ray cluster stays up, as ``systemctl restart
+        django-ray-worker@default`` leaves the host's Ray node running. :meth:`spawn` again."""
+        for proc in self.procs:
+            stop_tree(proc.pid)
+        self.procs = []
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -211,24 +243,19 @@ class System:
         if self.cluster:
             head, node = start_ray_cluster(self.env(db), group)
             argv += ["--cluster", head.address]
-        run = WorkerRun(procs=[], log=log, group=group, head=head, node=node)
+        run = WorkerRun(
+            procs=[],
+            log=log,
+            group=group,
+            head=head,
+            node=node,
+            argv=[str(self.python), "-P", *argv],
+            env=self.env(db, extra),
+            processes=self.processes,
+        )
         run.extra_roots = [r.process.pid for r in (head, node) if r is not None and r.process]
-        run.spawned_at = time.time()
         try:
-            with open(log, "ab") as fh:
-                for _ in range(self.processes):
-                    run.procs.append(
-                        subprocess.Popen(
-                            [str(self.python), "-P", *argv],
-                            cwd=SITE,
-                            env=self.env(db, extra),
-                            stdout=fh,
-                            stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL,
-                            start_new_session=True,
-                            preexec_fn=group.preexec,
-                        )
-                    )
+            run.spawn()
         except BaseException:
             run.stop()  # no Ray head or node outlives a worker that could not start
             raise

@@ -82,5 +82,9 @@ def test_first_claim_and_first_finish_read_the_earliest_of_each(dbs: Databases) 
                 "('RUNNING', to_timestamp(102), NULL)"
             )
             assert dbs.first_claim_and_finish(conn, table) == (100.0, 103.0)
+            # A restarted worker's marks: rows its predecessor claimed do not count.
+            assert dbs.first_claim_and_finish(conn, table, since=101.0) == (101.0, 103.0)
+            assert dbs.first_claim_and_finish(conn, table, since=102.0) == (102.0, None)
+            assert dbs.first_claim_and_finish(conn, table, since=103.0) == (None, None)
     finally:
         dbs.drop("bench_first_marks")

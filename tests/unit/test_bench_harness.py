@@ -101,19 +101,24 @@ def test_deployed_targets_read_the_cluster_figures() -> None:
         "done": 10,
         "tasks_per_s": 900.0,
         "ready_s": 2.0,
+        "cold_ready_s": 3.25,
+        "cold_first_result_s": 5.5,
         "worker_process_rss_mb": 180.0,
     }
     r["noop"]["raw-ray-cluster"] = {"system": "raw-ray-cluster", "done": 10, "tasks_per_s": 400.0}
     r["trickle"]["ours-cluster"] = {"system": "ours-cluster", "done": 5, "p99_ms": 12.0}
     met = {name: (text, ok) for name, text, ok in report.deployed_targets(doc)}
-    assert met["--cluster: worker start to first claim <= 1.5 s"] == ("2.00 s", False)
+    start = "--cluster: worker start to first claim <= 1.5 s (a restart; the Ray node up)"
+    assert met[start] == ("2.00 s (first start, nodes just started: 3.25 s)", False)
     assert met["--cluster: driver RSS <= 250 MB"] == ("180 MB", True)
     assert met["--cluster: no-op drain >= 2x raw Ray on the same cluster"] == ("2.25x", True)
     assert met["--cluster: pickup p99 <= 20 ms (warm, idle worker)"] == ("12.0 ms", True)
     # Not measured in this run: neither met nor missed, and said so.
     assert met["bulk enqueue >= 20,000 rows/s"] == ("not measured", None)
     text = report.markdown(doc)
-    assert "| --cluster: worker start to first claim <= 1.5 s | 2.00 s | **missed** |" in text
+    assert f"| {start} | 2.00 s (first start, nodes just started: 3.25 s) | **missed** |" in text
+    # The drain table says its --cluster start-up figures are a restart's, and gives the first.
+    assert "3.25 s to first claim, 5.50 s to first result." in text
     assert "| --cluster: driver RSS <= 250 MB | 180 MB | met |" in text
 
 
