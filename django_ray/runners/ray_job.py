@@ -382,12 +382,11 @@ class RayJobRunner(Runner):
                 if time.monotonic() - job.since < limit:
                     return None
                 # The API answers but refuses this job (e.g. a bad runtime_env): retry path.
+                # Not cut here: recording cuts every message at MAX_MESSAGE_CHARS with a note.
                 return lost(
                     job.task,
-                    (
-                        f"Ray refused to start Ray Job {job.submission_id} for {limit:.0f}s: "
-                        f"{job.last_error}"
-                    )[:4000],
+                    f"Ray refused to start Ray Job {job.submission_id} for {limit:.0f}s: "
+                    f"{job.last_error}",
                     "django_ray.RayJobNotSubmitted",
                 )
         details = self.client.status(job.submission_id)
@@ -447,7 +446,7 @@ class RayJobRunner(Runner):
         elif job.unschedulable:
             outcome = refused(task, ray_options.UNSCHEDULABLE, job.unschedulable)
         else:
-            outcome = lost(task, lost_message[:4000], "django_ray.RayJobLost")
+            outcome = lost(task, lost_message, "django_ray.RayJobLost")
         outcome.ray_job_id = job.submission_id
         return outcome
 
