@@ -444,7 +444,7 @@ def markdown(doc: dict[str, Any]) -> str:
             if row.get("error"):
                 cells[0] += f" (**{row['error']}**)"
             lines.append("| " + " | ".join(cells) + " |")
-        lines += [*_cold_start_note(r, workload), ""]
+        lines.append("")
     lines += _idle_section(doc)
     lines += _fair_section(doc)
     lines += _scheduling_section(doc)

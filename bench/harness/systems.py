@@ -121,8 +121,7 @@ class WorkerRun:
         self.procs = []
 
     def stop(self) -> None:
-        for proc in self.procs:
-            stop_tree(proc.pid)
+        self.stop_workers()
         stop_ray(self.head, self.node, self.group)
 
     def tail(self, lines: int = 30) -> str:

@@ -206,6 +206,38 @@ def test_cpu_group_or_tree_monitor_sees_a_burning_child() -> None:
         proc.wait()
 
 
+def test_a_worker_run_restarts_its_processes_and_keeps_its_cluster_fields(tmp_path) -> None:
+    """stop_workers() then spawn(): new processes, a later spawn mark (the restart's start-up
+    is timed from it); stop() ends them too. Real processes, no Ray (head and node are None)."""
+    from bench.harness.systems import WorkerRun
+
+    group = CpuGroup("unit-restart")
+    run = WorkerRun(
+        procs=[],
+        log=tmp_path / "worker.log",
+        group=group,
+        argv=[sys.executable, "-c", "import time; time.sleep(60)"],
+        env={},
+        processes=2,
+    )
+    try:
+        run.spawn()
+        first, first_at = [p.pid for p in run.procs], run.spawned_at
+        assert len(first) == 2 and run.alive()
+        run.stop_workers()
+        assert run.procs == [] and not any(alive(pid) for pid in first)
+        run.spawn()
+        assert len(run.procs) == 2 and run.alive()
+        assert not {p.pid for p in run.procs} & set(first)
+        assert run.spawned_at > first_at
+    finally:
+        procs = list(run.procs)
+        run.stop()
+        for proc in procs:
+            proc.wait()
+    assert not any(alive(p.pid) for p in procs)
+
+
 def test_jobs_overhead_against_ray_core() -> None:
     doc = _doc(1000.0, 50.0)
     assert report.jobs_overhead(doc) is None  # Ray Jobs mode not measured
